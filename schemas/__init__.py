@@ -1,0 +1,1 @@
+"""Edge models, licence types, identifiers and validators, and the error tree."""

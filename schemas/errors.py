@@ -1,0 +1,164 @@
+"""The Yinxin error tree.
+
+Every package translates third-party exceptions into these where they enter
+(``raise KeyNotFound(...) from exc``), so callers catch one small family::
+
+    YinxinError                      code               HTTP  CLI exit
+    ├── InvalidInput                 invalid_input       422   2
+    │   ├── InvalidIdentifier        invalid_identifier
+    │   ├── InvalidUSCC              invalid_uscc
+    │   ├── InvalidCitizenID         invalid_citizen_id
+    │   ├── UnknownLicenceType       unknown_licence_type
+    │   ├── FaceDataInvalid          face_data_invalid
+    │   ├── InputTooLarge            input_too_large     413
+    │   └── UnsupportedAlgorithm     unsupported_algorithm
+    ├── NotFound                     not_found           404   2
+    │   ├── DepartmentNotFound       unknown_department
+    │   ├── LicenceNotFound          licence_not_found
+    │   └── KeyNotFound              key_not_found
+    ├── Conflict                     conflict            409   2
+    │   ├── AlreadyExists            already_exists
+    │   ├── IllegalTransition        illegal_transition
+    │   ├── IdempotencyConflict      idempotency_conflict
+    │   └── NoActiveKey              no_active_key
+    ├── ConfigurationError           configuration_error 500   2
+    └── BackendError                 backend_error       503   3
+        └── BackendUnavailable       backend_unavailable
+
+Messages say what is wrong and how to fix it. They never carry PINs, secrets,
+private keys or full citizen ID numbers (DESIGN §5.10).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "AlreadyExists",
+    "BackendError",
+    "BackendUnavailable",
+    "ConfigurationError",
+    "Conflict",
+    "DepartmentNotFound",
+    "FaceDataInvalid",
+    "IdempotencyConflict",
+    "IllegalTransition",
+    "InputTooLarge",
+    "InvalidCitizenID",
+    "InvalidIdentifier",
+    "InvalidInput",
+    "InvalidUSCC",
+    "KeyNotFound",
+    "LicenceNotFound",
+    "NoActiveKey",
+    "NotFound",
+    "UnknownLicenceType",
+    "UnsupportedAlgorithm",
+    "YinxinError",
+]
+
+
+class YinxinError(Exception):
+    """Base of every error Yinxin raises on purpose."""
+
+    code: ClassVar[str] = "error"
+    http_status: ClassVar[int] = 500
+    exit_code: ClassVar[int] = 2
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        # Machine-readable context (field names, positions); never secrets.
+        self.details: dict[str, Any] = details
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInput(YinxinError):
+    code = "invalid_input"
+    http_status = 422
+
+
+class InvalidIdentifier(InvalidInput):
+    code = "invalid_identifier"
+
+
+class InvalidUSCC(InvalidInput):
+    code = "invalid_uscc"
+
+
+class InvalidCitizenID(InvalidInput):
+    code = "invalid_citizen_id"
+
+
+class UnknownLicenceType(InvalidInput):
+    code = "unknown_licence_type"
+
+
+class FaceDataInvalid(InvalidInput):
+    code = "face_data_invalid"
+
+
+class InputTooLarge(InvalidInput):
+    code = "input_too_large"
+    http_status = 413
+
+
+class UnsupportedAlgorithm(InvalidInput):
+    code = "unsupported_algorithm"
+
+
+class NotFound(YinxinError):
+    code = "not_found"
+    http_status = 404
+
+
+class DepartmentNotFound(NotFound):
+    code = "unknown_department"
+
+
+class LicenceNotFound(NotFound):
+    code = "licence_not_found"
+
+
+class KeyNotFound(NotFound):
+    code = "key_not_found"
+
+
+class Conflict(YinxinError):
+    code = "conflict"
+    http_status = 409
+
+
+class AlreadyExists(Conflict):
+    code = "already_exists"
+
+
+class IllegalTransition(Conflict):
+    code = "illegal_transition"
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_conflict"
+
+
+class NoActiveKey(Conflict):
+    code = "no_active_key"
+
+
+class ConfigurationError(YinxinError):
+    code = "configuration_error"
+    http_status = 500
+
+
+class BackendError(YinxinError):
+    """The key backend (HSM or keystore) failed; details are in the log, not here."""
+
+    code = "backend_error"
+    http_status = 503
+    exit_code = 3
+
+
+class BackendUnavailable(BackendError):
+    code = "backend_unavailable"
