@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -48,7 +48,7 @@ def validate_label(label: str) -> str:
     return label
 
 
-class SignatureAlgorithm(str, Enum):
+class SignatureAlgorithm(StrEnum):
     """JWS algorithms (RFC 7518 / RFC 8037) a key can be bound to at creation.
 
     One algorithm per key, never chosen by a token header. SM2 with SM3
@@ -69,7 +69,7 @@ class SignatureAlgorithm(str, Enum):
         raise UnsupportedAlgorithm(f"algorithm {value!r} is not supported: use one of {supported}")
 
 
-class SecretPurpose(str, Enum):
+class SecretPurpose(StrEnum):
     """Symmetric keys the backend keeps for data protection (holder ID numbers)."""
 
     ENCRYPTION = "encryption"  # AES-256-GCM

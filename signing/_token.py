@@ -1,0 +1,345 @@
+"""Licence tokens: JWS compact serialisation (RFC 7515 §7.1) of a JWT claims set.
+
+Signing asks the key backend for the signature and never sees a private key.
+Verification is an answer, not an exception: :func:`verify_token` returns a
+:class:`TokenVerdict` for every token, however broken.
+
+The order of checks, stopping at the first failure up to the signature:
+
+1. size (before any decoding), ASCII, three segments;
+2. protected header: canonical base64url, UTF-8 JSON object without duplicate
+   names; ``alg`` one of ES256/EdDSA/PS256; no ``crit``; nothing but ``alg``,
+   ``kid``, ``typ``; ``typ``; ``kid``;
+3. the key: ``kid`` in the trust store, header ``alg`` equal to the algorithm
+   bound to that key (the key's algorithm is what is used, RFC 8725 §3.1);
+4. the signature, with ``cryptography``;
+5. only then the payload is parsed (an unauthenticated payload is never
+   interpreted), and the claims and time checks are reported together.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, Final
+
+from hsm import KeyBackend, KeyRef, SignatureAlgorithm
+from schemas.errors import BackendError, InputTooLarge, InvalidInput
+
+from ._jws import (
+    ALGORITHM_MISMATCH,
+    CLAIMS_INVALID,
+    EXPIRED,
+    MALFORMED,
+    MAX_TOKEN_BYTES,
+    NOT_YET_VALID,
+    SIGNATURE_INVALID,
+    TOKEN_TYP,
+    TOO_LARGE,
+    UNKNOWN_KEY,
+    Rejected,
+    b64url_decode,
+    b64url_encode,
+    check_header,
+    encode_header,
+    parse_json_object,
+    shown,
+)
+from ._trust import TrustStore
+
+__all__ = [
+    "MAX_TOKEN_BYTES",
+    "TOKEN_TYP",
+    "TokenVerdict",
+    "sign_licence_token",
+    "verify_token",
+]
+
+# Claims every licence token carries (RFC 7519 §4.1): the issuer's USCC, the
+# licence identifier as both subject and token id (GB/T 36904), issue time.
+_REQUIRED_STRING_CLAIMS: Final = ("iss", "sub", "jti")
+_TIME_CLAIMS: Final = ("iat", "nbf", "exp")
+# NumericDate (RFC 7519 §2) in whole seconds, 1970-01-01 .. 9999-12-31.
+_MAX_NUMERIC_DATE: Final = 253402300799
+# Signature lengths in base64url characters, for the size check before signing.
+_MIN_SIGNATURE_CHARS: Final = 86  # 64 bytes: ES256, EdDSA
+
+
+@dataclass(frozen=True, slots=True)
+class TokenVerdict:
+    """What :func:`verify_token` concluded.
+
+    ``reasons`` are sentences for a person; ``codes`` are stable machine codes,
+    one per reason (``signing.VERDICT_CODES``). A valid token has neither.
+    ``header`` is set once the header has been read, ``kid`` and ``algorithm``
+    once they are known; ``claims`` only once the signature has verified, so
+    an unauthenticated payload is never handed out.
+    """
+
+    valid: bool
+    reasons: tuple[str, ...]
+    codes: tuple[str, ...]
+    header: Mapping[str, Any] | None
+    claims: Mapping[str, Any] | None
+    kid: str | None
+    algorithm: str | None
+
+
+# --- signing ------------------------------------------------------------------
+
+
+def _is_numeric_date(value: object) -> bool:
+    # bool is an int in Python but not a number in JSON.
+    return type(value) is int and 0 <= value <= _MAX_NUMERIC_DATE
+
+
+def _claims_problems(claims: Mapping[str, Any]) -> list[str]:
+    """Why *claims* is not a licence claims set (empty when it is)."""
+    # The common case, answered without building anything.
+    sub = claims.get("sub")
+    if (
+        type(sub) is str
+        and sub
+        and claims.get("jti") == sub
+        and type(claims.get("iss")) is str
+        and claims["iss"]
+        and _is_numeric_date(claims.get("iat"))
+        and ("nbf" not in claims or _is_numeric_date(claims["nbf"]))
+        and ("exp" not in claims or _is_numeric_date(claims["exp"]))
+    ):
+        return []
+    problems: list[str] = []
+    for name in _REQUIRED_STRING_CLAIMS:
+        value = claims.get(name)
+        if not isinstance(value, str) or not value:
+            problems.append(
+                f"The token has no '{name}' claim as a non-empty string; every licence token names its "
+                "issuer (iss) and its licence identifier (sub and jti)."
+            )
+    for name in _TIME_CLAIMS:
+        if name not in claims:
+            if name == "iat":
+                problems.append(
+                    "The token has no 'iat' (issued at) claim, which every licence token carries."
+                )
+            continue
+        value = claims[name]
+        if not _is_numeric_date(value):
+            problems.append(
+                f"The token's '{name}' claim is {shown(value)}, not a NumericDate in whole seconds since "
+                "1970 (RFC 7519 §2)."
+            )
+    sub, jti = claims.get("sub"), claims.get("jti")
+    if isinstance(sub, str) and isinstance(jti, str) and sub and jti and sub != jti:
+        problems.append(
+            "The token's 'sub' and 'jti' claims differ; in a licence token both are the licence "
+            "identifier (GB/T 36904)."
+        )
+    return problems
+
+
+def sign_licence_token(backend: KeyBackend, key: KeyRef, claims: Mapping[str, Any]) -> str:
+    """Sign *claims* with *key* in *backend*; return the JWS compact token.
+
+    The protected header is exactly ``{"alg", "kid", "typ": "licence+jwt"}``;
+    header and payload are compact UTF-8 JSON. Raises ``InvalidInput`` for
+    claims :func:`verify_token` would reject or that are not JSON,
+    ``InputTooLarge`` for a token over ``MAX_TOKEN_BYTES``, and whatever the
+    backend raises (``KeyNotFound``, ``BackendError``).
+    """
+    if not isinstance(claims, Mapping):
+        raise InvalidInput(f"licence claims are a mapping, not {type(claims).__name__}")
+    problems = _claims_problems(claims)
+    if problems:
+        raise InvalidInput("the claims would not verify: " + " ".join(problems))
+    header = encode_header(key.kid, key.algorithm.value)
+    try:
+        payload_json = json.dumps(claims, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        payload_bytes = payload_json.encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"the licence claims are not JSON: {exc}") from exc
+    signing_input = header + "." + b64url_encode(payload_bytes)
+    if len(signing_input) + 1 + _MIN_SIGNATURE_CHARS > MAX_TOKEN_BYTES:
+        raise InputTooLarge(
+            f"the licence token would exceed {MAX_TOKEN_BYTES} bytes (claims are {len(payload_bytes)} "
+            "bytes of JSON): keep face data short or move documents out of the token"
+        )
+    signature = backend.sign(key, signing_input.encode("ascii"))
+    if key.algorithm is not SignatureAlgorithm.PS256 and len(signature) != 64:
+        # RFC 7518 §3.4 / RFC 8037 §3.1: 64 bytes; a DER ECDSA signature here
+        # would make tokens no JOSE library accepts.
+        raise BackendError(
+            f"the key backend returned a {len(signature)}-byte {key.algorithm.value} signature; "
+            "JWS needs 64 bytes"
+        )
+    token = signing_input + "." + b64url_encode(signature)
+    if len(token) > MAX_TOKEN_BYTES:
+        raise InputTooLarge(
+            f"the licence token would be {len(token)} bytes, over the {MAX_TOKEN_BYTES}-byte limit: "
+            "keep face data short"
+        )
+    return token
+
+
+# --- verification -------------------------------------------------------------
+
+
+def _rejected(
+    code: str,
+    reason: str,
+    header: Mapping[str, Any] | None = None,
+    kid: str | None = None,
+    algorithm: str | None = None,
+) -> TokenVerdict:
+    return TokenVerdict(False, (reason,), (code,), header, None, kid, algorithm)
+
+
+def _when(numeric_date: int) -> str:
+    return datetime.fromtimestamp(numeric_date, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def verify_token(
+    token: str | bytes,
+    trust: TrustStore,
+    *,
+    now: datetime,
+    leeway: int = 0,
+    expected_typ: str | None = TOKEN_TYP,
+) -> TokenVerdict:
+    """Verify a licence token against *trust* at time *now*.
+
+    Never raises for a bad token: every failure is a verdict with reasons and
+    codes. Raises ``InvalidInput`` only for a caller's mistake (a naive *now*,
+    a negative *leeway*). *leeway* (seconds) widens ``exp`` and ``nbf`` for
+    clock skew. ``expected_typ=None`` skips the ``typ`` check; it exists for
+    generic JWS test vectors, not for licences.
+    """
+    if now.utcoffset() is None:
+        raise InvalidInput("now must be a timezone-aware datetime (use the injected clock)")
+    if type(leeway) is not int or leeway < 0:
+        raise InvalidInput(f"leeway must be a whole number of seconds >= 0, not {leeway!r}")
+
+    # 1. Size before any decoding; then ASCII (RFC 7515 §7.1 uses only
+    # base64url characters and '.'). A str of more than MAX characters is more
+    # than MAX bytes; one within it is checked to be ASCII, so byte length =
+    # character length.
+    if isinstance(token, str):
+        if len(token) > MAX_TOKEN_BYTES:
+            return _rejected(TOO_LARGE, _too_large(len(token)))
+        if not token.isascii():
+            return _rejected(MALFORMED, _NOT_ASCII)
+        text = token
+    elif isinstance(token, bytes | bytearray):
+        if len(token) > MAX_TOKEN_BYTES:
+            return _rejected(TOO_LARGE, _too_large(len(token)))
+        try:
+            text = token.decode("ascii")
+        except UnicodeDecodeError:
+            return _rejected(MALFORMED, _NOT_ASCII)
+    else:
+        return _rejected(MALFORMED, f"A token is text, not {type(token).__name__}.")
+
+    parts = text.split(".")
+    if len(parts) != 3:
+        return _rejected(
+            MALFORMED,
+            f"The token has {len(parts)} dot-separated parts; a signed licence token has exactly 3 "
+            "(header.payload.signature, RFC 7515 §7.1). It may be truncated or encrypted.",
+        )
+    encoded_header, encoded_payload, encoded_signature = parts
+
+    header: Mapping[str, Any] | None = None
+    kid: str | None = None
+    alg: str | None = None
+    try:
+        # 2-3. Header and key. A header byte-identical to the one we sign with
+        # for a trusted key needs no decoding (TrustStore precomputes it).
+        entry = trust._by_header.get(encoded_header)
+        if entry is None or (expected_typ is not None and expected_typ != TOKEN_TYP):
+            raw_header = b64url_decode(encoded_header)
+            if raw_header is None:
+                raise Rejected(MALFORMED, _not_b64("header"))
+            parsed = parse_json_object(raw_header, "header")
+            header = MappingProxyType(parsed)
+            alg, kid = check_header(parsed, expected_typ)
+            entry = trust._by_kid.get(kid)
+            if entry is None:
+                raise Rejected(
+                    UNKNOWN_KEY,
+                    f"The token was signed with key {kid!r}, which is not in the trust list: refresh the "
+                    "trust list (JWKS) or ask the issuer which key it used.",
+                )
+            if alg != entry.key.algorithm.value:
+                raise Rejected(
+                    ALGORITHM_MISMATCH,
+                    f"The token header says {alg} but key {kid!r} is bound to "
+                    f"{entry.key.algorithm.value}; a token cannot choose its algorithm (RFC 8725 §3.1).",
+                )
+        else:
+            header = entry.header
+            kid = entry.key.kid
+            alg = entry.key.algorithm.value
+
+        # 4. Signature, with the algorithm bound to the key.
+        signature = b64url_decode(encoded_signature)
+        if signature is None:
+            raise Rejected(MALFORMED, _not_b64("signature"))
+        payload = b64url_decode(encoded_payload)
+        if payload is None:
+            raise Rejected(MALFORMED, _not_b64("payload"))
+        signing_input = text[: len(encoded_header) + 1 + len(encoded_payload)].encode("ascii")
+        if not entry.check(signing_input, signature):
+            raise Rejected(
+                SIGNATURE_INVALID,
+                f"The token's signature does not verify with key {kid!r}: the token was altered, "
+                "damaged in transit, or not made by that key.",
+            )
+
+        # 5. Only an authenticated payload is parsed.
+        claims = parse_json_object(payload, "payload")
+    except Rejected as exc:
+        return _rejected(exc.code, exc.reason, header, kid, alg)
+
+    codes: list[str] = []
+    reasons = _claims_problems(claims)
+    if reasons:
+        codes = [CLAIMS_INVALID] * len(reasons)
+    else:
+        instant = now.timestamp()
+        exp = claims.get("exp")
+        if exp is not None and instant >= exp + leeway:
+            reasons.append(
+                f"The licence token expired at {_when(exp)} (exp); ask the issuer for a current licence."
+            )
+            codes.append(EXPIRED)
+        nbf = claims.get("nbf")
+        if nbf is not None and instant < nbf - leeway:
+            reasons.append(
+                f"The licence token is not valid before {_when(nbf)} (nbf); present it then, or check the "
+                "verifier's clock."
+            )
+            codes.append(NOT_YET_VALID)
+    return TokenVerdict(not reasons, tuple(reasons), tuple(codes), header, MappingProxyType(claims), kid, alg)
+
+
+_NOT_ASCII: Final = (
+    "The token contains characters other than base64url letters and dots, so it is not a licence "
+    "token (RFC 7515 §7.1)."
+)
+
+
+def _too_large(size: int) -> str:
+    return (
+        f"The token is {size} bytes, over the {MAX_TOKEN_BYTES}-byte limit for licence tokens, so it was "
+        "not read."
+    )
+
+
+def _not_b64(part: str) -> str:
+    return (
+        f"The token's {part} is not canonical base64url without padding (RFC 7515 §2): it has characters "
+        "outside A-Z a-z 0-9 - _, '=' padding, or stray bits in its last character."
+    )

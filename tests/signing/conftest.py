@@ -1,0 +1,62 @@
+"""Fixtures for licence-token tests: real keys, a trust store, a token forge.
+
+The ``backend`` fixture (tests/conftest.py) runs round trips over the software
+keystore and SoftHSM2. Tests that only need *some* signatures (the rejection
+catalogue, JWK tests) share one software keystore for the session, so the
+RSA-3072 key is generated once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hsm import KeyRef, SignatureAlgorithm, SoftwareBackend
+from signing import TrustedKey, TrustStore
+from tests.signing._support import Forge, vectors_dir
+
+
+@pytest.fixture(scope="session")
+def session_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftwareBackend]:
+    backend = SoftwareBackend(tmp_path_factory.mktemp("signing-keystore"), b"signing-tests-passphrase")
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="session")
+def session_keys(session_backend: SoftwareBackend) -> dict[SignatureAlgorithm, KeyRef]:
+    """One key per algorithm, with fixed kids."""
+    kids = {
+        SignatureAlgorithm.ES256: "test-es256-2026",
+        SignatureAlgorithm.EDDSA: "test-eddsa-2026",
+        SignatureAlgorithm.PS256: "test-ps256-2026",
+    }
+    return {alg: session_backend.generate_key(alg, kid) for alg, kid in kids.items()}
+
+
+@pytest.fixture(scope="session")
+def forge(session_backend: SoftwareBackend, session_keys: dict[SignatureAlgorithm, KeyRef]) -> Forge:
+    return Forge(session_backend, session_keys)
+
+
+@pytest.fixture(scope="session")
+def trusted_keys(forge: Forge) -> list[TrustedKey]:
+    return [TrustedKey(ref.kid, ref.algorithm, forge.backend.public_key(ref)) for ref in forge.keys.values()]
+
+
+@pytest.fixture
+def trust(trusted_keys: list[TrustedKey]) -> TrustStore:
+    return TrustStore(trusted_keys)
+
+
+@pytest.fixture(scope="session")
+def wycheproof() -> Path:
+    found = vectors_dir()
+    if found is None:
+        pytest.skip(
+            "Wycheproof vectors not found: expected ../shared/vectors/wycheproof beside the repository, "
+            "or set YINXIN_VECTORS_DIR to the folder holding the *_test.json files"
+        )
+    return found

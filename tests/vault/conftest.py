@@ -1,0 +1,59 @@
+"""Vault fixtures: a real database (SQLite file and PostgreSQL), a real key backend, a settable clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests._db import database_url  # noqa: F401  (fixture)
+
+from hsm import KeyBackend, SignatureAlgorithm
+from hsm._software import SoftwareBackend
+from schemas import load_licence_types
+from vault import Database, Vault
+
+
+class SettableClock:
+    """A clock the test moves by hand (time is injected, DESIGN §5.5)."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> SettableClock:
+    return SettableClock(datetime(2026, 11, 23, 2, 0, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def software_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyBackend]:
+    backend = SoftwareBackend(tmp_path_factory.mktemp("keystore"), b"test-passphrase")
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def vault(database_url: str, software_backend: KeyBackend, clock: SettableClock) -> Iterator[Vault]:
+    v = Vault(Database(database_url), software_backend, load_licence_types(), clock=clock)
+    v.initialise(actor="test")
+    yield v
+    v.close()
+
+
+@pytest.fixture
+def ready_vault(vault: Vault) -> Vault:
+    """A vault with every example issuer registered and holding an ES256 key."""
+    for t in vault.types.all():
+        issuer = t.example["issuer"]
+        if issuer not in {d.code for d in vault.departments()}:
+            vault.add_department(issuer, f"测试发证机构 {issuer[-4:]}", actor="test")
+            vault.generate_key(issuer, SignatureAlgorithm.ES256, actor="test")
+    return vault

@@ -1,0 +1,160 @@
+"""Status changes, verification verdicts with live status, and the audit chain."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from sqlalchemy import text
+
+from hsm._software import SoftwareBackend
+from hsm import SignatureAlgorithm
+from schemas import LicenceCreate
+from schemas.errors import IllegalTransition, InvalidInput, LicenceNotFound
+from signing import sign_licence_token
+from vault import Vault
+
+from tests._builders import example
+
+
+def issue(vault: Vault, **changes: object) -> str:
+    return vault.issue(example(vault, **changes), actor="officer-a").licence.identifier
+
+
+def test_suspend_reinstate_revoke_with_history(ready_vault: Vault) -> None:
+    ident = issue(ready_vault)
+    ready_vault.suspend(ident, reason="经营场所核查", actor="officer-a")
+    ready_vault.reinstate(ident, reason="核查通过", actor="officer-b")
+    ready_vault.revoke(ident, reason="违法经营被吊销", actor="officer-a")
+    history = ready_vault.status_history(ident)
+    assert [(c.from_status, c.to_status, c.actor) for c in history] == [
+        ("valid", "suspended", "officer-a"),
+        ("suspended", "valid", "officer-b"),
+        ("valid", "revoked", "officer-a"),
+    ]
+    assert history[2].reason == "违法经营被吊销"
+    actions = [e.action for e in ready_vault.audit_events(subject=ident)]
+    assert actions == ["licence.issue", "licence.suspend", "licence.reinstate", "licence.revoke"]
+
+
+@pytest.mark.parametrize(
+    ("steps", "action", "message"),
+    [
+        ([], "reinstate", "cannot reinstate .* it is valid"),
+        (["suspend"], "suspend", "cannot suspend .* it is suspended"),
+        (["revoke"], "reinstate", "revocation is final"),
+        (["revoke"], "suspend", "revocation is final"),
+        (["revoke"], "revoke", "revocation is final"),
+    ],
+)
+def test_illegal_transitions_are_refused(
+    ready_vault: Vault, steps: list[str], action: str, message: str
+) -> None:
+    ident = issue(ready_vault)
+    for step in steps:
+        getattr(ready_vault, step)(ident, reason="x", actor="t")
+    events_before = len(ready_vault.audit_events(limit=1000))
+    with pytest.raises(IllegalTransition, match=message):
+        getattr(ready_vault, action)(ident, reason="y", actor="t")
+    assert len(ready_vault.audit_events(limit=1000)) == events_before
+
+
+def test_status_change_input_errors(ready_vault: Vault) -> None:
+    ident = issue(ready_vault)
+    with pytest.raises(InvalidInput, match="reason"):
+        ready_vault.suspend(ident, reason="  ", actor="t")
+    with pytest.raises(InvalidInput, match="reason"):
+        ready_vault.suspend(ident, reason="x" * 501, actor="t")
+    unknown = ident[:-5] + "999.002"  # well-formed prefix, wrong check → identifier error
+    with pytest.raises(InvalidInput):
+        ready_vault.suspend(unknown, reason="x", actor="t")
+
+
+def test_unknown_but_well_formed_identifier(ready_vault: Vault) -> None:
+    from schemas import LicenceIdentifier
+
+    ident = LicenceIdentifier.parse(issue(ready_vault))
+    other = LicenceIdentifier(ident.type_code, ident.issuer_code, ident.year, 99, 1)
+    with pytest.raises(LicenceNotFound):
+        ready_vault.get(str(other))
+
+
+def test_verdict_follows_live_status(ready_vault: Vault) -> None:
+    lic = ready_vault.issue(example(ready_vault), actor="t").licence
+    v = ready_vault.verify(lic.token)
+    assert (v.valid, v.status, v.reasons) == (True, "valid", ())
+    assert v.licence is not None and v.licence["identifier"] == lic.identifier
+    ready_vault.suspend(lic.identifier, reason="核查中", actor="t")
+    v = ready_vault.verify(lic.token)
+    assert (v.valid, v.status) == (False, "suspended")
+    assert "核查中" in v.reasons[0]
+    ready_vault.reinstate(lic.identifier, reason="ok", actor="t")
+    assert ready_vault.verify(lic.token).valid
+    ready_vault.revoke(lic.identifier, reason="吊销", actor="t")
+    v = ready_vault.verify(lic.token)
+    assert (v.valid, v.status, v.codes) == (False, "revoked", ("revoked",))
+
+
+def test_expiry_and_not_yet_valid_follow_the_clock(ready_vault: Vault, clock: object) -> None:
+    request = example(ready_vault, valid_from=date(2026, 12, 1), valid_until=date(2026, 12, 31))
+    lic = ready_vault.issue(request, actor="t").licence
+    assert ready_vault.verify(lic.token).status == "not_yet_valid"
+    clock.advance(days=10)  # type: ignore[attr-defined]
+    assert ready_vault.verify(lic.token).valid
+    clock.advance(days=40)  # type: ignore[attr-defined]
+    v = ready_vault.verify(lic.token)
+    assert (v.valid, v.status) == (False, "expired")
+    # Revocation wins over expiry.
+    ready_vault.revoke(lic.identifier, reason="x", actor="t")
+    assert ready_vault.verify(lic.token).status == "revoked"
+
+
+def test_tampered_truncated_and_foreign_tokens_are_invalid(ready_vault: Vault, tmp_path: object) -> None:
+    lic = ready_vault.issue(example(ready_vault), actor="t").licence
+    header, payload, sig = lic.token.split(".")
+    flipped = payload[:-3] + ("A" if payload[-3] != "A" else "B") + payload[-2:]
+    for bad in (f"{header}.{flipped}.{sig}", lic.token[:-10], "garbage", ""):
+        v = ready_vault.verify(bad)
+        assert not v.valid and v.status == "invalid" and v.reasons
+    # A token signed by a key this vault never registered.
+    import pathlib
+
+    foreign = SoftwareBackend(pathlib.Path(str(tmp_path)) / "other", b"pw")
+    key = foreign.generate_key(SignatureAlgorithm.ES256, lic.kid)  # same kid, other key
+    forged = sign_licence_token(
+        foreign, key, {"iss": "x", "sub": lic.identifier, "jti": lic.identifier, "iat": 1}
+    )
+    v = ready_vault.verify(forged)
+    assert not v.valid and "signature_invalid" in v.codes
+
+
+def test_audit_chain_detects_edit_delete_and_truncation(ready_vault: Vault) -> None:
+    for _ in range(3):
+        issue(ready_vault)
+    report = ready_vault.verify_audit()
+    assert report.ok and report.events_checked >= 5
+    with ready_vault.db.write() as s:
+        s.execute(text("UPDATE audit_events SET actor = 'mallory' WHERE seq = 3"))
+    report = ready_vault.verify_audit()
+    assert not report.ok and any("event 3" in p and "edited" in p for p in report.problems)
+
+
+def test_audit_chain_detects_deleted_rows(ready_vault: Vault) -> None:
+    for _ in range(3):
+        issue(ready_vault)
+    head = ready_vault.verify_audit().head_seq
+    with ready_vault.db.write() as s:
+        s.execute(text("DELETE FROM audit_events WHERE seq = 2"))
+    problems = ready_vault.verify_audit().problems
+    assert any("missing" in p for p in problems)
+    with ready_vault.db.write() as s:
+        s.execute(text(f"DELETE FROM audit_events WHERE seq = {head}"))
+    problems = ready_vault.verify_audit().problems
+    assert any("deleted from the end" in p for p in problems)
+
+
+def test_licence_create_rejects_inverted_validity(ready_vault: Vault) -> None:
+    body = dict(example(ready_vault).model_dump(mode="json"))
+    body["valid_from"], body["valid_until"] = "2030-01-01", "2029-01-01"
+    with pytest.raises(ValueError):
+        LicenceCreate.model_validate(body)

@@ -1,0 +1,184 @@
+"""The tamper-evident audit log: an append-only, hash-chained event list.
+
+Each event's hash is SHA-256 over the canonical JSON (sorted keys, no spaces,
+UTF-8) of ``[seq, at, actor, action, subject, details, prev_hash]``; the first
+event's ``prev_hash`` is 64 zeros. Editing, inserting, deleting or reordering
+a row breaks the chain at that row. The head (last seq and hash) is kept in
+a one-row table whose row lock serialises appends on PostgreSQL, so two
+concurrent transactions can never both extend the same head.
+
+Details never carry secrets or full ID numbers (DESIGN §5.10); callers pass
+masked values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from vault._models import AuditEventRecord, AuditHeadRecord
+
+__all__ = ["GENESIS_HASH", "AuditEntry", "AuditEvent", "AuditLog", "AuditReport", "canonical_json"]
+
+GENESIS_HASH = "0" * 64
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _timestamp(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_hash(
+    seq: int, at: str, actor: str, action: str, subject: str, details: str, prev_hash: str
+) -> str:
+    material = canonical_json([seq, at, actor, action, subject, details, prev_hash])
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """An event to append (before it has a place in the chain)."""
+
+    actor: str
+    action: str
+    subject: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    seq: int
+    at: str
+    actor: str
+    action: str
+    subject: str
+    details: Mapping[str, Any]
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    ok: bool
+    events_checked: int
+    head_seq: int
+    head_hash: str
+    problems: tuple[str, ...]
+
+
+class AuditLog:
+    """Appends to and verifies the chain; never commits (the caller owns the transaction)."""
+
+    def append(self, session: Session, entry: AuditEntry, *, at: datetime) -> AuditEvent:
+        return self.append_many(session, [entry], at=at)[0]
+
+    def append_many(
+        self, session: Session, entries: Sequence[AuditEntry], *, at: datetime
+    ) -> list[AuditEvent]:
+        if not entries:
+            return []
+        head = session.execute(
+            select(AuditHeadRecord).where(AuditHeadRecord.id == 1).with_for_update()
+        ).scalar_one()
+        seq, prev = head.seq, head.hash
+        stamp = _timestamp(at)
+        events: list[AuditEvent] = []
+        rows: list[dict[str, Any]] = []
+        for entry in entries:
+            seq += 1
+            details_json = canonical_json(dict(entry.details))
+            digest = event_hash(seq, stamp, entry.actor, entry.action, entry.subject, details_json, prev)
+            rows.append(
+                {
+                    "seq": seq,
+                    "at": stamp,
+                    "actor": entry.actor,
+                    "action": entry.action,
+                    "subject": entry.subject,
+                    "details": details_json,
+                    "prev_hash": prev,
+                    "hash": digest,
+                }
+            )
+            events.append(
+                AuditEvent(seq, stamp, entry.actor, entry.action, entry.subject, entry.details, prev, digest)
+            )
+            prev = digest
+        session.execute(insert(AuditEventRecord), rows)
+        session.execute(update(AuditHeadRecord).where(AuditHeadRecord.id == 1).values(seq=seq, hash=prev))
+        return events
+
+    def events(
+        self, session: Session, *, subject: str | None = None, limit: int = 100
+    ) -> list[AuditEvent]:
+        query = select(AuditEventRecord).order_by(AuditEventRecord.seq.desc()).limit(limit)
+        if subject is not None:
+            query = query.where(AuditEventRecord.subject == subject)
+        return [_to_event(r) for r in reversed(session.execute(query).scalars().all())]
+
+    def verify(self, session: Session, *, batch: int = 5000) -> AuditReport:
+        """Walk the whole chain; every problem found is listed, not just the first."""
+        problems: list[str] = []
+        expected_seq = 1
+        prev = GENESIS_HASH
+        checked = 0
+        last_seq = 0
+        while True:
+            rows: Iterable[AuditEventRecord] = (
+                session.execute(
+                    select(AuditEventRecord)
+                    .where(AuditEventRecord.seq > last_seq)
+                    .order_by(AuditEventRecord.seq)
+                    .limit(batch)
+                )
+                .scalars()
+                .all()
+            )
+            rows = list(rows)
+            if not rows:
+                break
+            for row in rows:
+                if row.seq != expected_seq:
+                    problems.append(
+                        f"events {expected_seq}..{row.seq - 1} are missing (sequence jumps to {row.seq})"
+                    )
+                if row.prev_hash != prev:
+                    problems.append(f"event {row.seq}: previous-hash link broken (an earlier row changed?)")
+                digest = event_hash(
+                    row.seq, row.at, row.actor, row.action, row.subject, row.details, row.prev_hash
+                )
+                if digest != row.hash:
+                    problems.append(f"event {row.seq}: content does not match its hash (row edited)")
+                prev = row.hash
+                expected_seq = row.seq + 1
+                last_seq = row.seq
+                checked += 1
+            if len(problems) > 100:
+                problems.append("… more problems not listed")
+                break
+        head = session.execute(select(AuditHeadRecord).where(AuditHeadRecord.id == 1)).scalar_one()
+        if head.seq != last_seq or head.hash != prev:
+            problems.append(
+                f"chain head says event {head.seq} but the log ends at event {last_seq} "
+                "(events deleted from the end, or the head was rewritten)"
+            )
+        return AuditReport(not problems, checked, head.seq, head.hash, tuple(problems))
+
+    def count(self, session: Session) -> int:
+        return int(session.execute(select(func.count()).select_from(AuditEventRecord)).scalar_one())
+
+
+def _to_event(row: AuditEventRecord) -> AuditEvent:
+    return AuditEvent(
+        row.seq, row.at, row.actor, row.action, row.subject, json.loads(row.details), row.prev_hash, row.hash
+    )

@@ -1,0 +1,167 @@
+"""Database engine, transactions and migrations (SQLite by default, PostgreSQL in production).
+
+SQLite: WAL journal with ``synchronous=FULL`` so a commit that returned survives
+a power cut; write transactions start with ``BEGIN IMMEDIATE`` so two writers
+never both read a counter and then fight over the upgrade to a write lock.
+PostgreSQL: READ COMMITTED plus explicit row locks (``SELECT … FOR UPDATE``) on
+the serial counter and the audit head.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from schemas.errors import ConfigurationError, YinxinError
+
+__all__ = ["Database", "DatabaseError", "normalise_database_url"]
+
+log = logging.getLogger("yinxin.vault")
+
+_MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class DatabaseError(YinxinError):
+    """The database could not be reached or refused the operation."""
+
+    code = "database_error"
+    http_status = 503
+    exit_code = 3
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept ``postgresql://`` / ``postgres://`` and pin the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+class Database:
+    """An engine plus two session factories: ``write()`` and ``read()`` transactions."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        url = normalise_database_url(url)
+        try:
+            parsed = make_url(url)
+        except ArgumentError as exc:
+            raise ConfigurationError(
+                f"YINXIN_DATABASE_URL is not a database URL: {exc}; "
+                "use e.g. sqlite:///var/yinxin.db or postgresql://user@host/dbname"
+            ) from exc
+        self.dialect = parsed.get_backend_name()
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.dialect == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        elif self.dialect == "postgresql":
+            kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=10)
+        else:
+            raise ConfigurationError(
+                f"database {self.dialect!r} is not supported: use SQLite or PostgreSQL"
+            )
+        self.engine: Engine = create_engine(url, **kwargs)
+        if self.dialect == "sqlite":
+            _configure_sqlite(self.engine)
+        self._writer = sessionmaker(
+            bind=self.engine.execution_options(yinxin_write=True), expire_on_commit=False
+        )
+        self._reader = sessionmaker(bind=self.engine, expire_on_commit=False)
+        self.url = parsed.render_as_string(hide_password=True)
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One write transaction: commits on success, rolls back on any exception."""
+        with self._session(self._writer) as session:
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._session(self._reader) as session:
+            yield session
+
+    @contextmanager
+    def _session(self, factory: sessionmaker[Session]) -> Iterator[Session]:
+        session = factory()
+        try:
+            yield session
+            session.commit()
+        except YinxinError:
+            session.rollback()
+            raise
+        except OperationalError as exc:
+            session.rollback()
+            log.error("database operation failed: %s", exc.orig if exc.orig else exc)
+            raise DatabaseError(
+                f"the database at {self.url} did not answer or refused the operation; "
+                "check that it is running and reachable"
+            ) from exc
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    # ---- migrations -------------------------------------------------------
+
+    def _alembic_config(self) -> Config:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        return cfg
+
+    def migrate(self) -> str:
+        """Bring the schema to the newest revision; returns that revision."""
+        cfg = self._alembic_config()
+        try:
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"migrating the database at {self.url} failed: {exc}") from exc
+        head = ScriptDirectory.from_config(cfg).get_current_head()
+        return head or ""
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def is_current(self) -> bool:
+        head = ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+        return self.current_revision() == head
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's implicit
+        # transactions would start DEFERRED and cannot be made IMMEDIATE).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get("yinxin_write"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")

@@ -1,0 +1,195 @@
+"""Issuance: serial allocation, identifier, signature, licence row and audit event, in one transaction.
+
+Serials are gapless per (type, issuer, year): the counter row is locked
+(``SELECT … FOR UPDATE`` on PostgreSQL; ``BEGIN IMMEDIATE`` on SQLite) and
+advanced in the same transaction that stores the licences, so a rollback
+gives the numbers back and no two transactions can take the same one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from hsm import KeyBackend, KeyRef
+from schemas import LicenceCreate, LicenceIdentifier, LicenceType, mask_holder_id
+from schemas.errors import DepartmentNotFound, InvalidInput
+from signing import sign_licence_token
+from vault._audit import AuditEntry, canonical_json
+from vault._models import LicenceRecord, SerialCounterRecord
+from vault._types import CHINA_TIME, licence_window
+
+__all__ = ["HOLDER_ENCRYPTION_LABEL", "HOLDER_INDEX_LABEL", "PreparedLicence", "allocate_serials"]
+
+# Backend secret keys protecting holder ID numbers (created by `yinxin init`).
+HOLDER_ENCRYPTION_LABEL = "yinxin-holder-id-enc-1"
+HOLDER_INDEX_LABEL = "yinxin-holder-id-index-1"
+
+MAX_SEQUENCE = 9_999_999  # GB/T 36904 serial: 7-digit sequence per year
+
+
+def request_hash(request: LicenceCreate) -> str:
+    return hashlib.sha256(canonical_json(request.model_dump(mode="json")).encode()).hexdigest()
+
+
+def allocate_serials(
+    session: Session, dialect: str, type_code: str, issuer_code: str, year: int, count: int
+) -> int:
+    """Reserve *count* consecutive sequence numbers; returns the first."""
+    values = {"type_code": type_code, "issuer_code": issuer_code, "year": year, "last_sequence": 0}
+    stmt: Any = (pg_insert if dialect == "postgresql" else sqlite_insert)(SerialCounterRecord).values(
+        **values
+    )
+    session.execute(stmt.on_conflict_do_nothing())
+    key = (
+        SerialCounterRecord.type_code == type_code,
+        SerialCounterRecord.issuer_code == issuer_code,
+        SerialCounterRecord.year == year,
+    )
+    last = session.execute(
+        select(SerialCounterRecord.last_sequence).where(*key).with_for_update()
+    ).scalar_one()
+    if last + count > MAX_SEQUENCE:
+        raise InvalidInput(
+            f"serial numbers for type {type_code}, issuer {issuer_code}, year {year} are exhausted "
+            f"({MAX_SEQUENCE} per year, GB/T 36904)"
+        )
+    session.execute(update(SerialCounterRecord).where(*key).values(last_sequence=last + count))
+    return int(last + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedLicence:
+    """A validated request with everything but its serial."""
+
+    request: LicenceCreate
+    licence_type: LicenceType
+    issuer_name: str
+    key: KeyRef
+    idempotency_key: str | None
+    request_hash: str
+
+
+def check_request(request: LicenceCreate, licence_type: LicenceType) -> None:
+    """Type-level checks beyond the edge model: holder kind and face data schema."""
+    if request.holder.id_type != licence_type.holder_id_type:
+        kinds = {"001": "an organisation (USCC, 001)", "111": "a natural person (citizen ID, 111)"}
+        raise InvalidInput(
+            f"holder.id_type: {licence_type.name} is held by "
+            f"{kinds.get(licence_type.holder_id_type, licence_type.holder_id_type)}, "
+            f"not {request.holder.id_type}"
+        )
+    licence_type.validate_data(request.data)
+
+
+def build_rows(
+    backend: KeyBackend,
+    items: Sequence[PreparedLicence],
+    first_sequences: Mapping[tuple[str, str, int], int],
+    *,
+    now: datetime,
+    actor: str,
+) -> tuple[list[dict[str, Any]], list[AuditEntry]]:
+    """Sign and shape every item; *first_sequences* holds each group's first reserved number."""
+    year = now.astimezone(CHINA_TIME).year
+    next_seq = dict(first_sequences)
+    rows: list[dict[str, Any]] = []
+    audit: list[AuditEntry] = []
+    iat = int(now.timestamp())
+    for item in items:
+        req = item.request
+        group = (req.licence_type, req.issuer, year)
+        seq = next_seq[group]
+        next_seq[group] = seq + 1
+        identifier = str(LicenceIdentifier(req.licence_type, req.issuer, year, seq, 1))
+        masked = mask_holder_id(req.holder.id_type, req.holder.id)
+        nbf, exp = licence_window(req.valid_from, req.valid_until)
+        claims: dict[str, Any] = {
+            "iss": req.issuer,
+            "sub": identifier,
+            "jti": identifier,
+            "iat": iat,
+            "nbf": int(nbf.timestamp()),
+        }
+        if exp is not None:
+            claims["exp"] = int(exp.timestamp())
+        claims.update(
+            {
+                "licence_type": req.licence_type,
+                "licence_type_name": item.licence_type.name,
+                "issuer_name": item.issuer_name,
+                "holder": {"name": req.holder.name, "id_type": req.holder.id_type, "id_masked": masked},
+                "valid_from": req.valid_from.isoformat(),
+                "valid_until": req.valid_until.isoformat() if req.valid_until else None,
+                "ver": "001",
+                "data": req.data,
+            }
+        )
+        token = sign_licence_token(backend, item.key, claims)
+        holder_id = req.holder.id.encode()
+        rows.append(
+            {
+                "identifier": identifier,
+                "type_code": req.licence_type,
+                "issuer_code": req.issuer,
+                "serial_year": year,
+                "serial_sequence": seq,
+                "version": 1,
+                "holder_name": req.holder.name,
+                "holder_id_type": req.holder.id_type,
+                "holder_id_ciphertext": backend.encrypt(
+                    HOLDER_ENCRYPTION_LABEL, holder_id, req.holder.id_type.encode()
+                ),
+                "holder_id_index": holder_index(backend, req.holder.id_type, req.holder.id),
+                "holder_id_masked": masked,
+                "data": req.data,
+                "valid_from": req.valid_from,
+                "valid_until": req.valid_until,
+                "issued_at": now,
+                "kid": item.key.kid,
+                "token": token,
+                "status": "valid",
+                "status_changed_at": None,
+                "idempotency_key": item.idempotency_key,
+                "request_hash": item.request_hash,
+            }
+        )
+        audit.append(
+            AuditEntry(
+                actor,
+                "licence.issue",
+                identifier,
+                {
+                    "licence_type": req.licence_type,
+                    "issuer": req.issuer,
+                    "holder_id_masked": masked,
+                    "kid": item.key.kid,
+                    "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
+                },
+            )
+        )
+    return rows, audit
+
+
+def holder_index(backend: KeyBackend, id_type: str, holder_id: str) -> str:
+    return backend.mac(HOLDER_INDEX_LABEL, f"{id_type}:{holder_id}".encode()).hex()
+
+
+def store_rows(session: Session, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(LicenceRecord), rows)
+
+
+def missing_issuer(code: str) -> DepartmentNotFound:
+    return DepartmentNotFound(
+        f"issuer {code} is not a registered department: add it with "
+        f"`yinxin dept add --code {code} --name NAME`"
+    )

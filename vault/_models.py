@@ -1,0 +1,160 @@
+"""ORM records of the licence repository (证照库).
+
+Records are the storage shape only; the rest of ``vault`` hands out frozen
+dataclasses. Columns that feed the audit hash (event time, details) are stored
+as the exact text that was hashed, so verification never depends on how a
+database round-trips timestamps or JSON.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "AuditEventRecord",
+    "AuditHeadRecord",
+    "Base",
+    "DepartmentRecord",
+    "KeyRecord",
+    "LicenceRecord",
+    "SerialCounterRecord",
+    "StatusChangeRecord",
+]
+
+# Stable constraint names so Alembic migrations are identical on SQLite and PostgreSQL.
+_NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=_NAMING)
+
+
+class DepartmentRecord(Base):
+    __tablename__ = "departments"
+
+    code: Mapped[str] = mapped_column(String(18), primary_key=True)  # USCC, GB 32100
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class KeyRecord(Base):
+    """The key registry: which backend key signs for whom, and in which state."""
+
+    __tablename__ = "keys"
+
+    kid: Mapped[str] = mapped_column(String(128), primary_key=True)
+    algorithm: Mapped[str] = mapped_column(String(16))
+    backend: Mapped[str] = mapped_column(String(16))
+    purpose: Mapped[str] = mapped_column(String(32))  # licence-signing
+    department_code: Mapped[str | None] = mapped_column(
+        String(18), ForeignKey("departments.code"), index=True
+    )
+    state: Mapped[str] = mapped_column(String(16))  # active | retired
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SerialCounterRecord(Base):
+    """Gapless serial allocation per (type, issuer, year): GB/T 36904 serial = year + 7 digits."""
+
+    __tablename__ = "serial_counters"
+
+    type_code: Mapped[str] = mapped_column(String(21), primary_key=True)
+    issuer_code: Mapped[str] = mapped_column(String(18), primary_key=True)
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_sequence: Mapped[int] = mapped_column(Integer)
+
+
+class LicenceRecord(Base):
+    __tablename__ = "licences"
+    __table_args__ = (
+        UniqueConstraint("type_code", "issuer_code", "serial_year", "serial_sequence", "version"),
+        UniqueConstraint("issuer_code", "idempotency_key", name="uq_licences_idempotency"),
+        Index("ix_licences_holder", "holder_id_index"),
+    )
+
+    identifier: Mapped[str] = mapped_column(String(128), primary_key=True)
+    type_code: Mapped[str] = mapped_column(String(21))
+    issuer_code: Mapped[str] = mapped_column(String(18), ForeignKey("departments.code"))
+    serial_year: Mapped[int] = mapped_column(Integer)
+    serial_sequence: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer)
+    holder_name: Mapped[str] = mapped_column(String(200))
+    holder_id_type: Mapped[str] = mapped_column(String(3))
+    # The holder ID number is stored only encrypted (AES-256-GCM under a backend key)
+    # with a keyed hash (HMAC-SHA-256, another backend key) for look-up.
+    holder_id_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    holder_id_index: Mapped[str] = mapped_column(String(64))
+    holder_id_masked: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    valid_from: Mapped[date] = mapped_column(Date)
+    valid_until: Mapped[date | None] = mapped_column(Date)
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    kid: Mapped[str] = mapped_column(String(128), ForeignKey("keys.kid"))
+    token: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # valid | suspended | revoked
+    status_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+
+
+class StatusChangeRecord(Base):
+    __tablename__ = "status_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    identifier: Mapped[str] = mapped_column(String(128), ForeignKey("licences.identifier"), index=True)
+    from_status: Mapped[str] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(500))
+    actor: Mapped[str] = mapped_column(String(200))
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AuditEventRecord(Base):
+    """Append-only, hash-chained: hash = SHA-256 over the canonical event incl. prev_hash."""
+
+    __tablename__ = "audit_events"
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[str] = mapped_column(String(40))  # ISO 8601 UTC with microseconds, as hashed
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(200))
+    details: Mapped[str] = mapped_column(Text)  # canonical JSON, as hashed
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHeadRecord(Base):
+    """One row: the chain head. Locking it serialises appends on PostgreSQL."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    hash: Mapped[str] = mapped_column(String(64))

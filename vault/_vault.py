@@ -1,0 +1,485 @@
+"""The licence repository (证照库): one object over database, key backend, licence types and clock."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from hsm import KeyBackend, SecretPurpose, SignatureAlgorithm
+from schemas import LicenceCreate, LicenceIdentifier, LicenceTypeRegistry, validate_uscc
+from schemas.errors import (
+    AlreadyExists,
+    IdempotencyConflict,
+    IllegalTransition,
+    InvalidInput,
+    LicenceNotFound,
+    YinxinError,
+)
+from signing import TrustStore, TokenVerdict, verify_token
+from vault._audit import AuditEntry, AuditEvent, AuditLog, AuditReport
+from vault._db import Database
+from vault._issuance import (
+    HOLDER_ENCRYPTION_LABEL,
+    HOLDER_INDEX_LABEL,
+    PreparedLicence,
+    allocate_serials,
+    build_rows,
+    check_request,
+    holder_index,
+    missing_issuer,
+    request_hash,
+    store_rows,
+)
+from vault._keys import KeyRegistry
+from vault._models import DepartmentRecord, LicenceRecord, StatusChangeRecord
+from vault._types import (
+    CHINA_TIME,
+    BulkOutcome,
+    Clock,
+    Department,
+    IssueResult,
+    KeyInfo,
+    Licence,
+    LicenceStatus,
+    StatusChange,
+    Verdict,
+    system_clock,
+)
+
+__all__ = ["BulkItem", "Vault"]
+
+log = logging.getLogger("yinxin.vault")
+
+MAX_REASON_CHARS = 500
+
+# Allowed status transitions (target → allowed sources). Revocation is final.
+_TRANSITIONS: dict[str, tuple[str, ...]] = {
+    LicenceStatus.SUSPENDED: (LicenceStatus.VALID,),
+    LicenceStatus.VALID: (LicenceStatus.SUSPENDED,),  # reinstate
+    LicenceStatus.REVOKED: (LicenceStatus.VALID, LicenceStatus.SUSPENDED),
+}
+_ACTIONS = {
+    LicenceStatus.SUSPENDED: "suspend",
+    LicenceStatus.VALID: "reinstate",
+    LicenceStatus.REVOKED: "revoke",
+}
+_TIME_CODES = frozenset({"expired", "not_yet_valid"})
+
+
+@dataclass(frozen=True, slots=True)
+class BulkItem:
+    line: int
+    request: LicenceCreate
+    idempotency_key: str | None
+
+
+class Vault:
+    """Every licence operation; each public method is one transaction."""
+
+    def __init__(
+        self,
+        db: Database,
+        backend: KeyBackend,
+        licence_types: LicenceTypeRegistry,
+        *,
+        clock: Clock = system_clock,
+    ) -> None:
+        self.db = db
+        self.backend = backend
+        self.types = licence_types
+        self.clock = clock
+        self.audit = AuditLog()
+        self.keys = KeyRegistry(backend, self.audit)
+        self._trust: TrustStore | None = None
+        self._trust_lock = threading.Lock()
+
+    # ---- setup --------------------------------------------------------------
+
+    def initialise(self, *, actor: str = "system") -> list[str]:
+        """Migrate the schema and create the holder-data keys; safe to run again."""
+        done = [f"database schema at revision {self.db.migrate()}"]
+        created = []
+        for label, purpose in (
+            (HOLDER_ENCRYPTION_LABEL, SecretPurpose.ENCRYPTION),
+            (HOLDER_INDEX_LABEL, SecretPurpose.MAC),
+        ):
+            if not self.backend.has_secret(label):
+                self.backend.generate_secret(label, purpose)
+                created.append((label, purpose))
+        if created:
+            with self.db.write() as s:
+                self.audit.append_many(
+                    s,
+                    [
+                        AuditEntry(actor, "secret.generate", label, {"purpose": purpose.value})
+                        for label, purpose in created
+                    ],
+                    at=self.clock(),
+                )
+            done.append("holder-data keys created in the " + self.backend.name + " backend")
+        else:
+            done.append("holder-data keys present")
+        return done
+
+    # ---- departments ----------------------------------------------------------
+
+    def add_department(self, code: str, name: str, *, actor: str) -> Department:
+        code = validate_uscc(code)
+        name = name.strip()
+        if not 1 <= len(name) <= 200:
+            raise InvalidInput("department name must be 1-200 characters")
+        now = self.clock()
+        try:
+            with self.db.write() as s:
+                if s.get(DepartmentRecord, code) is not None:
+                    raise AlreadyExists(f"department {code} is already registered")
+                s.add(DepartmentRecord(code=code, name=name, created_at=now))
+                self.audit.append(s, AuditEntry(actor, "department.add", code, {"name": name}), at=now)
+        except IntegrityError as exc:
+            raise AlreadyExists(f"department {code} is already registered") from exc
+        return Department(code, name, now)
+
+    def departments(self) -> list[Department]:
+        with self.db.read() as s:
+            rows = s.execute(select(DepartmentRecord).order_by(DepartmentRecord.code)).scalars()
+            return [Department(r.code, r.name, r.created_at) for r in rows]
+
+    # ---- keys ---------------------------------------------------------------
+
+    def generate_key(
+        self, department_code: str, algorithm: SignatureAlgorithm, *, actor: str
+    ) -> KeyInfo:
+        department_code = validate_uscc(department_code)
+        with self.db.write() as s:
+            info = self.keys.generate(s, department_code, algorithm, actor=actor, now=self.clock())
+        self._trust = None
+        return info
+
+    def list_keys(self) -> Sequence[KeyInfo]:
+        with self.db.read() as s:
+            return self.keys.list(s)
+
+    def trust_store(self, *, refresh: bool = False) -> TrustStore:
+        with self._trust_lock:
+            if self._trust is None or refresh:
+                with self.db.read() as s:
+                    self._trust = self.keys.trust_store(s)
+            return self._trust
+
+    # ---- issuance ---------------------------------------------------------------
+
+    def _prepare(self, s: Session, item: BulkItem, issuers: dict[str, Any]) -> PreparedLicence:
+        req = item.request
+        licence_type = self.types.get(req.licence_type)
+        check_request(req, licence_type)
+        if req.issuer not in issuers:
+            dept = s.get(DepartmentRecord, req.issuer)
+            if dept is None:
+                raise missing_issuer(req.issuer)
+            issuers[req.issuer] = (dept.name, self.keys.active_key(s, req.issuer))
+        name, key = issuers[req.issuer]
+        return PreparedLicence(req, licence_type, name, key, item.idempotency_key, request_hash(req))
+
+    def issue(
+        self, request: LicenceCreate, *, idempotency_key: str | None = None, actor: str
+    ) -> IssueResult:
+        """Issue one licence; with an idempotency key a retry returns the first result."""
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
+            raise InvalidInput("idempotency key must be 1-200 characters")
+        for attempt in (1, 2):
+            try:
+                outcome = self.issue_batch([BulkItem(0, request, idempotency_key)], actor=actor)[0]
+            except IntegrityError:
+                # A concurrent request with the same idempotency key won the race: read its result.
+                if attempt == 2 or idempotency_key is None:
+                    raise
+                continue
+            if outcome.error is not None:
+                raise outcome.extra["exception"]
+            assert outcome.identifier is not None
+            return IssueResult(self.get(outcome.identifier), outcome.created)
+        raise AssertionError("unreachable")
+
+    def issue_batch(self, items: Sequence[BulkItem], *, actor: str) -> list[BulkOutcome]:
+        """Issue many licences in ONE transaction; per-item problems become outcomes, not failures.
+
+        Items whose idempotency key was used before come back as the earlier
+        licence (``created=False``) or as an idempotency conflict.
+        """
+        now = self.clock()
+        year = now.astimezone(CHINA_TIME).year
+        outcomes: dict[int, BulkOutcome] = {}
+        duplicates: dict[int, int] = {}  # index -> index of the first item with the same key
+        with self.db.write() as s:
+            existing = self._existing_for_keys(s, items)
+            issuers: dict[str, Any] = {}
+            prepared: list[PreparedLicence] = []
+            prepared_index: dict[int, int] = {}  # item index -> position in prepared
+            first_with_key: dict[tuple[str, str], int] = {}
+            for index, item in enumerate(items):
+                key = (item.request.issuer, item.idempotency_key) if item.idempotency_key else None
+                try:
+                    if key is not None and key in existing:
+                        outcomes[index] = self._replay(item, *existing[key])
+                        continue
+                    if key is not None and key in first_with_key:
+                        duplicates[index] = first_with_key[key]
+                        continue
+                    p = self._prepare(s, item, issuers)
+                except YinxinError as exc:
+                    outcomes[index] = _failure(item.line, exc)
+                    continue
+                if key is not None:
+                    first_with_key[key] = index
+                prepared_index[index] = len(prepared)
+                prepared.append(p)
+            groups = Counter((p.request.licence_type, p.request.issuer) for p in prepared)
+            firsts = {
+                (t, i, year): allocate_serials(s, self.db.dialect, t, i, year, n)
+                for (t, i), n in sorted(groups.items())
+            }
+            rows, audit = build_rows(self.backend, prepared, firsts, now=now, actor=actor)
+            store_rows(s, rows)
+            self.audit.append_many(s, audit, at=now)
+        for index, item in enumerate(items):
+            if index in prepared_index:
+                outcomes[index] = BulkOutcome(item.line, rows[prepared_index[index]]["identifier"], True)
+        for index, first in duplicates.items():
+            # The same key twice in one batch: a replay of the first (or a conflict).
+            first_outcome = outcomes[first]
+            if first_outcome.identifier is None:
+                outcomes[index] = BulkOutcome(items[index].line, error=first_outcome.error,
+                                              error_code=first_outcome.error_code, extra=first_outcome.extra)
+            else:
+                outcomes[index] = self._replay(
+                    items[index], first_outcome.identifier, request_hash(items[first].request)
+                )
+        return [outcomes[i] for i in range(len(items))]
+
+    def _existing_for_keys(
+        self, s: Session, items: Sequence[BulkItem]
+    ) -> dict[tuple[str, str], tuple[str, str]]:
+        keys = {(i.request.issuer, i.idempotency_key) for i in items if i.idempotency_key is not None}
+        if not keys:
+            return {}
+        found: dict[tuple[str, str], tuple[str, str]] = {}
+        wanted = sorted({k for _, k in keys})
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = s.execute(
+                select(
+                    LicenceRecord.issuer_code,
+                    LicenceRecord.idempotency_key,
+                    LicenceRecord.identifier,
+                    LicenceRecord.request_hash,
+                ).where(LicenceRecord.idempotency_key.in_(chunk))
+            ).all()
+            for issuer, key, identifier, rhash in rows:
+                found[(issuer, key)] = (identifier, rhash)
+        return found
+
+    def _replay(self, item: BulkItem, identifier: str, first_hash: str) -> BulkOutcome:
+        if first_hash != request_hash(item.request):
+            return _failure(item.line, IdempotencyConflict(_conflict_message(item)))
+        return BulkOutcome(item.line, identifier, False)
+
+    # ---- reading ---------------------------------------------------------------
+
+    def get(self, identifier: str) -> Licence:
+        LicenceIdentifier.parse(identifier)
+        with self.db.read() as s:
+            row = s.get(LicenceRecord, identifier)
+            if row is None:
+                raise LicenceNotFound(f"no licence with identifier {identifier} in this vault")
+            return self._to_licence(s, row)
+
+    def licences_for_holder(self, id_type: str, holder_id: str) -> list[Licence]:
+        index = holder_index(self.backend, id_type, holder_id)
+        with self.db.read() as s:
+            rows = s.execute(
+                select(LicenceRecord)
+                .where(LicenceRecord.holder_id_index == index, LicenceRecord.holder_id_type == id_type)
+                .order_by(LicenceRecord.issued_at)
+            ).scalars()
+            return [self._to_licence(s, r) for r in rows]
+
+    def holder_id(self, identifier: str) -> str:
+        """Decrypt a licence's full holder ID number (for authorised display only; never log it)."""
+        with self.db.read() as s:
+            row = s.get(LicenceRecord, identifier)
+            if row is None:
+                raise LicenceNotFound(f"no licence with identifier {identifier} in this vault")
+            blob, id_type = row.holder_id_ciphertext, row.holder_id_type
+        return self.backend.decrypt(HOLDER_ENCRYPTION_LABEL, blob, id_type.encode()).decode()
+
+    def status_history(self, identifier: str) -> list[StatusChange]:
+        with self.db.read() as s:
+            rows = s.execute(
+                select(StatusChangeRecord)
+                .where(StatusChangeRecord.identifier == identifier)
+                .order_by(StatusChangeRecord.id)
+            ).scalars()
+            return [
+                StatusChange(r.identifier, r.from_status, r.to_status, r.reason, r.actor, r.changed_at)
+                for r in rows
+            ]
+
+    def _to_licence(self, s: Session, row: LicenceRecord) -> Licence:
+        dept = s.get(DepartmentRecord, row.issuer_code)
+        try:
+            type_name = self.types.get(row.type_code).name
+        except YinxinError:
+            type_name = row.type_code
+        return Licence(
+            identifier=row.identifier,
+            version=row.version,
+            type_code=row.type_code,
+            type_name=type_name,
+            issuer_code=row.issuer_code,
+            issuer_name=dept.name if dept else row.issuer_code,
+            holder_name=row.holder_name,
+            holder_id_type=row.holder_id_type,
+            holder_id_masked=row.holder_id_masked,
+            data=dict(row.data),
+            valid_from=row.valid_from,
+            valid_until=row.valid_until,
+            issued_at=row.issued_at,
+            kid=row.kid,
+            token=row.token,
+            status=row.status,
+        )
+
+    # ---- status ---------------------------------------------------------------
+
+    def change_status(self, identifier: str, target: str, *, reason: str, actor: str) -> Licence:
+        reason = reason.strip()
+        if not 1 <= len(reason) <= MAX_REASON_CHARS:
+            raise InvalidInput(f"reason must be 1-{MAX_REASON_CHARS} characters")
+        LicenceIdentifier.parse(identifier)
+        now = self.clock()
+        action = _ACTIONS[target]
+        with self.db.write() as s:
+            row = s.execute(
+                select(LicenceRecord).where(LicenceRecord.identifier == identifier).with_for_update()
+            ).scalar_one_or_none()
+            if row is None:
+                raise LicenceNotFound(f"no licence with identifier {identifier} in this vault")
+            if row.status not in _TRANSITIONS[target]:
+                raise IllegalTransition(_transition_message(identifier, row.status, action))
+            previous = row.status
+            row.status = target
+            row.status_changed_at = now
+            s.add(
+                StatusChangeRecord(
+                    identifier=identifier,
+                    from_status=previous,
+                    to_status=target,
+                    reason=reason,
+                    actor=actor,
+                    changed_at=now,
+                )
+            )
+            self.audit.append(
+                s,
+                AuditEntry(actor, f"licence.{action}", identifier,
+                           {"from": previous, "to": target, "reason": reason}),
+                at=now,
+            )
+            s.flush()
+            return self._to_licence(s, row)
+
+    def suspend(self, identifier: str, *, reason: str, actor: str) -> Licence:
+        return self.change_status(identifier, LicenceStatus.SUSPENDED, reason=reason, actor=actor)
+
+    def reinstate(self, identifier: str, *, reason: str, actor: str) -> Licence:
+        return self.change_status(identifier, LicenceStatus.VALID, reason=reason, actor=actor)
+
+    def revoke(self, identifier: str, *, reason: str, actor: str) -> Licence:
+        return self.change_status(identifier, LicenceStatus.REVOKED, reason=reason, actor=actor)
+
+    # ---- verification -------------------------------------------------------------
+
+    def verify(self, token: str | bytes) -> Verdict:
+        """Signature, key, time and live status; never raises for a bad token."""
+        now = self.clock()
+        trust = self.trust_store()
+        tv = verify_token(token, trust, now=now)
+        if "unknown_key" in tv.codes and tv.kid is not None:
+            # Another process may have added the key since this one cached the trust store.
+            trust = self.trust_store(refresh=True)
+            if trust.get(tv.kid) is not None:
+                tv = verify_token(token, trust, now=now)
+        return self._verdict(tv, now)
+
+    def _verdict(self, tv: TokenVerdict, now: datetime) -> Verdict:
+        if not tv.valid and not set(tv.codes) <= _TIME_CODES:
+            return Verdict(False, LicenceStatus.INVALID, tv.reasons, tv.codes, now, tv.kid)
+        claims = tv.claims or {}
+        identifier = str(claims.get("jti", ""))
+        with self.db.read() as s:
+            row = s.get(LicenceRecord, identifier)
+            licence = self._to_licence(s, row) if row is not None else None
+        if licence is None:
+            return Verdict(
+                False,
+                LicenceStatus.INVALID,
+                (f"licence {identifier} is not in this vault (signed by a known key, but never stored here)",),
+                ("unknown_licence",),
+                now,
+                tv.kid,
+            )
+        if licence.kid != tv.kid:
+            return Verdict(False, LicenceStatus.INVALID, ("token was not signed by the key that issued "
+                           "this licence",), ("key_mismatch",), now, tv.kid, licence.summary())
+        status = licence.effective_status(now)
+        reasons: list[str] = []
+        codes: list[str] = []
+        if status == LicenceStatus.REVOKED or status == LicenceStatus.SUSPENDED:
+            change = self.status_history(identifier)
+            why = change[-1].reason if change else ""
+            reasons.append(f"licence is {status}" + (f": {why}" if why else ""))
+            codes.append(status)
+        elif status != LicenceStatus.VALID:
+            reasons.extend(tv.reasons or (f"licence is {status.replace('_', ' ')}",))
+            codes.append(status)
+        return Verdict(status == LicenceStatus.VALID, status, tuple(reasons), tuple(codes), now, tv.kid,
+                       licence.summary())
+
+    # ---- audit -------------------------------------------------------------------------
+
+    def verify_audit(self) -> AuditReport:
+        with self.db.read() as s:
+            return self.audit.verify(s)
+
+    def audit_events(self, *, subject: str | None = None, limit: int = 100) -> list[AuditEvent]:
+        with self.db.read() as s:
+            return self.audit.events(s, subject=subject, limit=limit)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def _conflict_message(item: BulkItem) -> str:
+    return (
+        f"idempotency key {item.idempotency_key!r} was already used for a different request; "
+        "use a new key for a new licence"
+    )
+
+
+def _transition_message(identifier: str, current: str, action: str) -> str:
+    if current == LicenceStatus.REVOKED:
+        return f"licence {identifier} is revoked; revocation is final and it cannot be {action}d"
+    return f"cannot {action} licence {identifier}: it is {current}"
+
+
+def _failure(line: int, exc: YinxinError) -> BulkOutcome:
+    return BulkOutcome(line, error=str(exc), error_code=exc.code, extra={"exception": exc})

@@ -1,0 +1,322 @@
+"""The ``yinxin`` command line.
+
+Exit codes: 0 success / valid; 1 negative verdict (invalid, revoked,
+suspended, expired, broken audit chain); 2 bad input (the message says what is
+wrong and how to fix it); 3 the key backend or database failed. Errors go to
+stderr as one line, never as a traceback (the traceback goes to the log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from hsm import SignatureAlgorithm
+from schemas import LicenceIdentifier, load_licence_types, parse_licence_request
+from schemas.errors import InputTooLarge, InvalidInput, YinxinError
+from signing import MAX_TOKEN_BYTES, jwks_document
+from vault import LicenceStatus
+from verify_api import _render as render
+from verify_api.settings import Settings, load_settings
+from verify_api.wiring import configure_logging, open_vault
+
+__all__ = ["main"]
+
+log = logging.getLogger("yinxin.cli")
+
+MAX_REQUEST_FILE_BYTES = 65536
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with our exit code 2 and a one-line message (no usage dump on errors)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"yinxin: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _emit(args: argparse.Namespace, document: Any, human: Callable[[], str]) -> None:
+    if args.json:
+        sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=2, default=str) + "\n")
+    else:
+        sys.stdout.write(human() + "\n")
+
+
+def _read_limited(path: str, limit: int, what: str) -> bytes:
+    if path == "-":
+        data = sys.stdin.buffer.read(limit + 1)
+    else:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(limit + 1)
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {what} {path}: {exc.strerror}") from exc
+    if len(data) > limit:
+        raise InputTooLarge(f"{what} {path} is larger than {limit} bytes")
+    return data
+
+
+# ---- commands ---------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    with open_vault(settings, migrate=True) as v:
+        steps = v.initialise(actor=_actor())
+        document = {"home": str(settings.home), "database": v.db.url, "backend": v.backend.name, "steps": steps}
+    _emit(args, document, lambda: "\n".join(["initialised " + str(settings.home), *("  " + s for s in steps)]))
+    return 0
+
+
+def cmd_dept_add(args: argparse.Namespace, settings: Settings) -> int:
+    with open_vault(settings) as v:
+        dept = v.add_department(args.code, args.name, actor=_actor())
+    _emit(args, {"code": dept.code, "name": dept.name}, lambda: f"department {dept.code} {dept.name} added")
+    return 0
+
+
+def cmd_dept_list(args: argparse.Namespace, settings: Settings) -> int:
+    with open_vault(settings) as v:
+        depts = v.departments()
+    _emit(args, [{"code": d.code, "name": d.name} for d in depts],
+          lambda: "\n".join(f"{d.code}  {d.name}" for d in depts) or "no departments")
+    return 0
+
+
+def cmd_keys_generate(args: argparse.Namespace, settings: Settings) -> int:
+    algorithm = SignatureAlgorithm.parse(args.alg)
+    with open_vault(settings) as v:
+        info = v.generate_key(args.dept, algorithm, actor=_actor())
+    _emit(args, render.key_document(info), lambda: info.kid)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    with open_vault(settings) as v:
+        keys = v.list_keys()
+    _emit(args, [render.key_document(k) for k in keys], lambda: render.keys_table(keys))
+    return 0
+
+
+def cmd_keys_jwks(args: argparse.Namespace, settings: Settings) -> int:
+    with open_vault(settings) as v:
+        trusted = list(v.trust_store())
+    # The JWKS is a JSON document in either mode.
+    sys.stdout.write(json.dumps(jwks_document(trusted), indent=2) + "\n")
+    return 0
+
+
+def cmd_types_list(args: argparse.Namespace, settings: Settings) -> int:
+    types = load_licence_types().all()
+    _emit(args, [render.type_document(t) for t in types], lambda: render.types_table(types))
+    return 0
+
+
+def cmd_issue(args: argparse.Namespace, settings: Settings) -> int:
+    request = parse_licence_request(_read_limited(args.file, MAX_REQUEST_FILE_BYTES, "request file"))
+    with open_vault(settings) as v:
+        result = v.issue(request, idempotency_key=args.idempotency_key, actor=_actor())
+    lic = result.licence
+    document = {"identifier": lic.identifier, "token": lic.token, "status": lic.status,
+                "created": result.created, "kid": lic.kid}
+    _emit(args, document, lambda: render.issued(lic, result.created))
+    return 0
+
+
+def cmd_issue_bulk(args: argparse.Namespace, settings: Settings) -> int:
+    from verify_api._bulk import run_bulk
+
+    with open_vault(settings) as v:
+        return run_bulk(v, args, actor=_actor())
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    with open_vault(settings) as v:
+        lic = v.get(args.identifier)
+        history = v.status_history(args.identifier)
+        now = v.clock()
+    document = {**lic.summary(), "status": lic.effective_status(now), "stored_status": lic.status,
+                "kid": lic.kid, "data": dict(lic.data), "token": lic.token,
+                "history": [render.change_document(c) for c in history]}
+    _emit(args, document, lambda: render.licence(lic, lic.effective_status(now), history))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    if args.token == "-":
+        raw = sys.stdin.buffer.read(MAX_TOKEN_BYTES * 4 + 1).strip()
+        token: str | bytes = raw
+    else:
+        token = args.token.strip()
+    with open_vault(settings) as v:
+        verdict = v.verify(token)
+    _emit(args, verdict.as_dict(), lambda: render.verdict(verdict))
+    return 0 if verdict.valid else 1
+
+
+def _status_command(target: str) -> Callable[[argparse.Namespace, Settings], int]:
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        with open_vault(settings) as v:
+            lic = v.change_status(args.identifier, target, reason=args.reason, actor=_actor())
+            now = v.clock()
+        document = {"identifier": lic.identifier, "status": lic.effective_status(now), "reason": args.reason}
+        _emit(args, document, lambda: f"{lic.identifier}: now {lic.status}")
+        return 0
+
+    return run
+
+
+def cmd_id_check(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        ident = LicenceIdentifier.parse(args.identifier)
+    except InvalidInput as exc:
+        _emit(args, {"identifier": args.identifier, "valid": False, "reasons": [str(exc)]},
+              lambda: f"invalid: {exc}")
+        return 1
+    document = {"identifier": str(ident), "valid": True, "type_code": ident.type_code,
+                "issuer_code": ident.issuer_code, "serial": ident.serial, "version": ident.version_text,
+                "check_character": ident.check_character}
+    _emit(args, document, lambda: render.identifier(ident))
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    with open_vault(settings) as v:
+        report = v.verify_audit()
+    document = {"valid": report.ok, "events_checked": report.events_checked, "head_seq": report.head_seq,
+                "head_hash": report.head_hash, "reasons": list(report.problems)}
+    _emit(args, document, lambda: render.audit(report))
+    return 0 if report.ok else 1
+
+
+def cmd_audit_log(args: argparse.Namespace, settings: Settings) -> int:
+    with open_vault(settings) as v:
+        events = v.audit_events(subject=args.subject, limit=args.limit)
+    _emit(args, [render.event_document(e) for e in events], lambda: render.events(events))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from verify_api._demo import run_demo
+
+    with open_vault(settings) as v:
+        return run_demo(v, json_output=args.json)
+
+
+# ---- parser -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p = _Parser(prog="yinxin", description="Yinxin (印信): electronic licences and e-seals.",
+                parents=[common])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    def add(name: str, handler: Callable[[argparse.Namespace, Settings], int], help_: str,
+            parent: Any = sub) -> argparse.ArgumentParser:
+        sp: argparse.ArgumentParser = parent.add_parser(name, help=help_, description=help_, parents=[common])
+        sp.set_defaults(handler=handler)
+        return sp
+
+    add("init", cmd_init, "create or migrate the database and the holder-data keys")
+
+    dept = sub.add_parser("dept", help="departments (issuers and verifiers)", parents=[common])
+    dsub = dept.add_subparsers(dest="dept_command", required=True, metavar="ACTION", parser_class=_Parser)
+    sp = add("add", cmd_dept_add, "register a department", dsub)
+    sp.add_argument("--code", required=True, help="the department's USCC (统一社会信用代码)")
+    sp.add_argument("--name", required=True, help="the department's name")
+    add("list", cmd_dept_list, "list departments", dsub)
+
+    keys = sub.add_parser("keys", help="licence-signing keys", parents=[common])
+    ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION", parser_class=_Parser)
+    sp = add("generate", cmd_keys_generate, "generate a department's signing key (the old one retires)", ksub)
+    sp.add_argument("--dept", required=True, help="the department's USCC")
+    sp.add_argument("--alg", default="ES256", help="ES256 (default), EdDSA or PS256")
+    add("list", cmd_keys_list, "list keys with their state", ksub)
+    add("jwks", cmd_keys_jwks, "print the JWKS of the keys that verify tokens", ksub)
+
+    types = sub.add_parser("types", help="licence types", parents=[common])
+    tsub = types.add_subparsers(dest="types_command", required=True, metavar="ACTION", parser_class=_Parser)
+    add("list", cmd_types_list, "list licence types with their schema and example", tsub)
+
+    sp = add("issue", cmd_issue, "issue one licence from a JSON request")
+    sp.add_argument("--file", required=True, help="the issuance request (JSON; - for stdin)")
+    sp.add_argument("--idempotency-key", help="a retry with the same key returns the first licence")
+
+    sp = add("issue-bulk", cmd_issue_bulk, "issue licences from a JSON Lines file (re-runnable)")
+    sp.add_argument("--file", required=True, help="one issuance request per line")
+    sp.add_argument("--results", help="per-line results (JSON Lines); default FILE.results.jsonl")
+    sp.add_argument("--batch-size", type=int, default=500, help="licences per transaction (default 500)")
+
+    sp = add("show", cmd_show, "show a licence, its status and history")
+    sp.add_argument("identifier")
+
+    sp = add("verify", cmd_verify, "verify a licence token (- reads it from stdin)")
+    sp.add_argument("token")
+
+    for name, target, verb in (("suspend", LicenceStatus.SUSPENDED, "suspend"),
+                               ("revoke", LicenceStatus.REVOKED, "revoke (final)"),
+                               ("reinstate", LicenceStatus.VALID, "reinstate a suspended")):
+        sp = add(name, _status_command(target), f"{verb} licence")
+        sp.add_argument("identifier")
+        sp.add_argument("--reason", required=True, help="why (recorded in the history and audit log)")
+
+    idp = sub.add_parser("id", help="GB/T 36904 identifiers", parents=[common])
+    isub = idp.add_subparsers(dest="id_command", required=True, metavar="ACTION", parser_class=_Parser)
+    sp = add("check", cmd_id_check, "check an identifier's structure and check character", isub)
+    sp.add_argument("identifier")
+
+    audit = sub.add_parser("audit", help="the hash-chained audit log", parents=[common])
+    asub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION", parser_class=_Parser)
+    add("verify", cmd_audit_verify, "check the whole hash chain", asub)
+    sp = add("log", cmd_audit_log, "show recent audit events", asub)
+    sp.add_argument("--subject", help="only events about this identifier, kid or department")
+    sp.add_argument("--limit", type=int, default=50)
+
+    add("demo", cmd_demo, "issue, verify, revoke and verify again a demo licence")
+    return p
+
+
+# Commands that work without a database or backend.
+_OFFLINE = {cmd_types_list, cmd_id_check}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+    try:
+        settings = load_settings()
+        if handler not in _OFFLINE:
+            configure_logging(settings)
+        return handler(args, settings)
+    except YinxinError as exc:
+        sys.stderr.write(f"yinxin: error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("yinxin: interrupted\n")
+        return 130
+    except Exception:
+        correlation = uuid.uuid4().hex[:12]
+        log.exception("internal error (correlation id %s)", correlation)
+        sys.stderr.write(
+            f"yinxin: internal error (correlation id {correlation}); details are in the log "
+            "(YINXIN_HOME/yinxin.log)\n"
+        )
+        return 3
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Settings: the only place that reads the environment (prefix ``YINXIN_``).
+
+Read once into a frozen :class:`Settings`; everything else receives values
+from it. Secrets are ``SecretStr`` so they never print by accident.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hsm import BackendConfig
+from schemas.errors import ConfigurationError
+
+__all__ = ["Settings", "load_settings"]
+
+MAX_SECRET_FILE_BYTES = 4096
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="YINXIN_", extra="ignore", frozen=True)
+
+    home: Path = Field(default=Path("var"), description="data directory (database, keystore, logs)")
+    database_url: str | None = Field(default=None, description="default: SQLite in YINXIN_HOME")
+    environment: Literal["development", "production"] = "production"
+    hsm: Literal["software", "pkcs11"] = "software"
+    keystore_passphrase: SecretStr | None = None
+    keystore_passphrase_file: Path | None = None
+    pkcs11_module: str | None = None
+    pkcs11_token_label: str | None = None
+    pkcs11_pin: SecretStr | None = None
+    pkcs11_pin_file: Path | None = None
+    pkcs11_sessions: int = Field(default=4, ge=1, le=64)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+
+    @property
+    def development(self) -> bool:
+        return self.environment == "development"
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'yinxin.db').resolve()}"
+
+    def backend_config(self) -> BackendConfig:
+        passphrase = _secret(self.keystore_passphrase, self.keystore_passphrase_file, "KEYSTORE_PASSPHRASE")
+        pin = _secret(self.pkcs11_pin, self.pkcs11_pin_file, "PKCS11_PIN")
+        return BackendConfig(
+            kind=self.hsm,
+            home=self.home,
+            keystore_passphrase=passphrase.encode() if passphrase is not None else None,
+            development=self.development,
+            pkcs11_module=self.pkcs11_module,
+            pkcs11_token_label=self.pkcs11_token_label,
+            pkcs11_pin=pin,
+            pkcs11_sessions=self.pkcs11_sessions,
+        )
+
+
+def _secret(value: SecretStr | None, path: Path | None, name: str) -> str | None:
+    if value is not None and path is not None:
+        raise ConfigurationError(f"set YINXIN_{name} or YINXIN_{name}_FILE, not both")
+    if value is not None:
+        return value.get_secret_value()
+    if path is None:
+        return None
+    try:
+        raw = path.read_bytes()[: MAX_SECRET_FILE_BYTES + 1]
+    except OSError as exc:
+        raise ConfigurationError(f"YINXIN_{name}_FILE {path}: cannot read ({exc.strerror})") from exc
+    if len(raw) > MAX_SECRET_FILE_BYTES:
+        raise ConfigurationError(f"YINXIN_{name}_FILE {path}: larger than {MAX_SECRET_FILE_BYTES} bytes")
+    text = raw.decode("utf-8", errors="strict").rstrip("\r\n")
+    if not text:
+        raise ConfigurationError(f"YINXIN_{name}_FILE {path} is empty")
+    return text
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]).upper()
+        raise ConfigurationError(f"setting YINXIN_{field}: {first['msg']}") from None

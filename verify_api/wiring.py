@@ -1,0 +1,55 @@
+"""Composition: settings → key backend + database + licence types + clock → :class:`vault.Vault`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from hsm import open_backend
+from schemas import load_licence_types
+from schemas.errors import ConfigurationError
+from vault import Clock, Database, Vault, system_clock
+from verify_api.settings import Settings
+
+__all__ = ["configure_logging", "open_vault"]
+
+
+def configure_logging(settings: Settings) -> None:
+    """Log to stderr at the configured level; detail (tracebacks) goes to YINXIN_HOME/yinxin.log."""
+    root = logging.getLogger("yinxin")
+    if root.handlers:
+        return
+    root.setLevel(logging.DEBUG)
+    console = logging.StreamHandler()
+    console.setLevel(settings.log_level)
+    console.setFormatter(logging.Formatter("yinxin: %(levelname)s: %(message)s"))
+    root.addHandler(console)
+    try:
+        settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        file_handler = logging.FileHandler(settings.home / "yinxin.log", encoding="utf-8")
+    except OSError:
+        return
+    file_handler.setLevel(logging.INFO)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root.addHandler(file_handler)
+    root.propagate = False
+
+
+@contextmanager
+def open_vault(settings: Settings, *, clock: Clock = system_clock, migrate: bool = False) -> Iterator[Vault]:
+    """Open backend and database; with ``migrate=False`` an uninitialised database is an error."""
+    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db = Database(settings.resolved_database_url())
+    try:
+        if not migrate and not db.is_current():
+            raise ConfigurationError(
+                f"the database at {db.url} is not initialised or not at the current schema: run `yinxin init`"
+            )
+        backend = open_backend(settings.backend_config())
+        try:
+            yield Vault(db, backend, load_licence_types(), clock=clock)
+        finally:
+            backend.close()
+    finally:
+        db.dispose()
