@@ -5,6 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export YINXIN_HOME ?= $(CURDIR)/var
+# `make run` is the embedded development default: software keystore with its development passphrase
+# (it warns). Production sets YINXIN_ENVIRONMENT=production and a real passphrase or an HSM.
+run: export YINXIN_ENVIRONMENT ?= development
 
 .PHONY: run test lint bench venv system-deps demo clean
 

@@ -73,8 +73,18 @@ def uscc_check_character(first17: str) -> str:
     return _compute_check(text)
 
 
+# Codes already found valid, so bulk issuance (the same issuer and type codes on every line)
+# does not recompute check characters. Bounded; only valid codes are kept.
+_KNOWN_VALID: dict[str, str] = {}
+_KNOWN_VALID_MAX = 65536
+
+
 def validate_uscc(code: str) -> str:
     """Return the normalised USCC (stripped, upper-case) or raise InvalidUSCC saying what is wrong."""
+    if isinstance(code, str):
+        known = _KNOWN_VALID.get(code)
+        if known is not None:
+            return known
     if not isinstance(code, str):
         raise InvalidUSCC(f"a USCC must be a string, found {type(code).__name__}")
     text = _normalise(code)
@@ -94,6 +104,8 @@ def validate_uscc(code: str) -> str:
         raise InvalidUSCC(
             f"check character is {text[17]!r}, expected {expected!r}", position=18, expected=expected
         )
+    if len(_KNOWN_VALID) < _KNOWN_VALID_MAX:
+        _KNOWN_VALID[code] = text
     return text
 
 

@@ -18,9 +18,9 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from vault._models import AuditEventRecord, AuditHeadRecord
@@ -38,9 +38,7 @@ def _timestamp(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def event_hash(
-    seq: int, at: str, actor: str, action: str, subject: str, details: str, prev_hash: str
-) -> str:
+def event_hash(seq: int, at: str, actor: str, action: str, subject: str, details: str, prev_hash: str) -> str:
     material = canonical_json([seq, at, actor, action, subject, details, prev_hash])
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
@@ -114,13 +112,11 @@ class AuditLog:
                 AuditEvent(seq, stamp, entry.actor, entry.action, entry.subject, entry.details, prev, digest)
             )
             prev = digest
-        session.execute(insert(AuditEventRecord), rows)
+        session.execute(insert(cast(Table, AuditEventRecord.__table__)), rows)
         session.execute(update(AuditHeadRecord).where(AuditHeadRecord.id == 1).values(seq=seq, hash=prev))
         return events
 
-    def events(
-        self, session: Session, *, subject: str | None = None, limit: int = 100
-    ) -> list[AuditEvent]:
+    def events(self, session: Session, *, subject: str | None = None, limit: int = 100) -> list[AuditEvent]:
         query = select(AuditEventRecord).order_by(AuditEventRecord.seq.desc()).limit(limit)
         if subject is not None:
             query = query.where(AuditEventRecord.subject == subject)

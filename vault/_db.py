@@ -70,9 +70,7 @@ class Database:
         elif self.dialect == "postgresql":
             kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=10)
         else:
-            raise ConfigurationError(
-                f"database {self.dialect!r} is not supported: use SQLite or PostgreSQL"
-            )
+            raise ConfigurationError(f"database {self.dialect!r} is not supported: use SQLite or PostgreSQL")
         self.engine: Engine = create_engine(url, **kwargs)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)

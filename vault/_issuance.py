@@ -12,9 +12,9 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -185,7 +185,8 @@ def holder_index(backend: KeyBackend, id_type: str, holder_id: str) -> str:
 
 def store_rows(session: Session, rows: list[dict[str, Any]]) -> None:
     if rows:
-        session.execute(insert(LicenceRecord), rows)
+        # Core executemany on the table: the ORM bulk path adds per-row bookkeeping we do not need.
+        session.execute(insert(cast(Table, LicenceRecord.__table__)), rows)
 
 
 def missing_issuer(code: str) -> DepartmentNotFound:

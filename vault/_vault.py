@@ -24,7 +24,7 @@ from schemas.errors import (
     LicenceNotFound,
     YinxinError,
 )
-from signing import TrustStore, TokenVerdict, verify_token
+from signing import TokenVerdict, TrustStore, verify_token
 from vault._audit import AuditEntry, AuditEvent, AuditLog, AuditReport
 from vault._db import Database
 from vault._issuance import (
@@ -80,6 +80,10 @@ class BulkItem:
     line: int
     request: LicenceCreate
     idempotency_key: str | None
+    request_hash: str = ""  # computed when empty; bulk import passes the one it keyed on
+
+    def digest(self) -> str:
+        return self.request_hash or request_hash(self.request)
 
 
 class Vault:
@@ -155,9 +159,7 @@ class Vault:
 
     # ---- keys ---------------------------------------------------------------
 
-    def generate_key(
-        self, department_code: str, algorithm: SignatureAlgorithm, *, actor: str
-    ) -> KeyInfo:
+    def generate_key(self, department_code: str, algorithm: SignatureAlgorithm, *, actor: str) -> KeyInfo:
         department_code = validate_uscc(department_code)
         with self.db.write() as s:
             info = self.keys.generate(s, department_code, algorithm, actor=actor, now=self.clock())
@@ -187,11 +189,9 @@ class Vault:
                 raise missing_issuer(req.issuer)
             issuers[req.issuer] = (dept.name, self.keys.active_key(s, req.issuer))
         name, key = issuers[req.issuer]
-        return PreparedLicence(req, licence_type, name, key, item.idempotency_key, request_hash(req))
+        return PreparedLicence(req, licence_type, name, key, item.idempotency_key, item.digest())
 
-    def issue(
-        self, request: LicenceCreate, *, idempotency_key: str | None = None, actor: str
-    ) -> IssueResult:
+    def issue(self, request: LicenceCreate, *, idempotency_key: str | None = None, actor: str) -> IssueResult:
         """Issue one licence; with an idempotency key a retry returns the first result."""
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
             raise InvalidInput("idempotency key must be 1-200 characters")
@@ -257,12 +257,14 @@ class Vault:
             # The same key twice in one batch: a replay of the first (or a conflict).
             first_outcome = outcomes[first]
             if first_outcome.identifier is None:
-                outcomes[index] = BulkOutcome(items[index].line, error=first_outcome.error,
-                                              error_code=first_outcome.error_code, extra=first_outcome.extra)
-            else:
-                outcomes[index] = self._replay(
-                    items[index], first_outcome.identifier, request_hash(items[first].request)
+                outcomes[index] = BulkOutcome(
+                    items[index].line,
+                    error=first_outcome.error,
+                    error_code=first_outcome.error_code,
+                    extra=first_outcome.extra,
                 )
+            else:
+                outcomes[index] = self._replay(items[index], first_outcome.identifier, items[first].digest())
         return [outcomes[i] for i in range(len(items))]
 
     def _existing_for_keys(
@@ -284,11 +286,12 @@ class Vault:
                 ).where(LicenceRecord.idempotency_key.in_(chunk))
             ).all()
             for issuer, key, identifier, rhash in rows:
-                found[(issuer, key)] = (identifier, rhash)
+                if key is not None:
+                    found[(issuer, key)] = (identifier, rhash)
         return found
 
     def _replay(self, item: BulkItem, identifier: str, first_hash: str) -> BulkOutcome:
-        if first_hash != request_hash(item.request):
+        if first_hash != item.digest():
             return _failure(item.line, IdempotencyConflict(_conflict_message(item)))
         return BulkOutcome(item.line, identifier, False)
 
@@ -390,8 +393,9 @@ class Vault:
             )
             self.audit.append(
                 s,
-                AuditEntry(actor, f"licence.{action}", identifier,
-                           {"from": previous, "to": target, "reason": reason}),
+                AuditEntry(
+                    actor, f"licence.{action}", identifier, {"from": previous, "to": target, "reason": reason}
+                ),
                 at=now,
             )
             s.flush()
@@ -432,14 +436,24 @@ class Vault:
             return Verdict(
                 False,
                 LicenceStatus.INVALID,
-                (f"licence {identifier} is not in this vault (signed by a known key, but never stored here)",),
+                (
+                    f"licence {identifier} is not in this vault "
+                    "(signed by a known key, but never stored here)",
+                ),
                 ("unknown_licence",),
                 now,
                 tv.kid,
             )
         if licence.kid != tv.kid:
-            return Verdict(False, LicenceStatus.INVALID, ("token was not signed by the key that issued "
-                           "this licence",), ("key_mismatch",), now, tv.kid, licence.summary())
+            return Verdict(
+                False,
+                LicenceStatus.INVALID,
+                ("token was not signed by the key that issued this licence",),
+                ("key_mismatch",),
+                now,
+                tv.kid,
+                licence.summary(),
+            )
         status = licence.effective_status(now)
         reasons: list[str] = []
         codes: list[str] = []
@@ -451,8 +465,15 @@ class Vault:
         elif status != LicenceStatus.VALID:
             reasons.extend(tv.reasons or (f"licence is {status.replace('_', ' ')}",))
             codes.append(status)
-        return Verdict(status == LicenceStatus.VALID, status, tuple(reasons), tuple(codes), now, tv.kid,
-                       licence.summary())
+        return Verdict(
+            status == LicenceStatus.VALID,
+            status,
+            tuple(reasons),
+            tuple(codes),
+            now,
+            tv.kid,
+            licence.summary(),
+        )
 
     # ---- audit -------------------------------------------------------------------------
 

@@ -44,8 +44,14 @@ def run_bulk(vault: Vault, args: argparse.Namespace, *, actor: str) -> int:
     with (
         source.open("rb") as fh,
         results_path.open("w", encoding="utf-8") as out,
-        tqdm(total=total, unit="lines", file=sys.stderr, disable=None if not args.json else True,
-             desc="issuing", dynamic_ncols=True) as bar,
+        tqdm(
+            total=total,
+            unit="lines",
+            file=sys.stderr,
+            disable=None if not args.json else True,
+            desc="issuing",
+            dynamic_ncols=True,
+        ) as bar,
     ):
         batch: list[BulkItem] = []
 
@@ -81,15 +87,22 @@ def run_bulk(vault: Vault, args: argparse.Namespace, *, actor: str) -> int:
                 record(BulkOutcome(number, error=str(exc), error_code=exc.code))
                 bar.update(1)
                 continue
-            batch.append(BulkItem(number, request, "bulk:" + request_hash(request)))
+            digest = request_hash(request)
+            batch.append(BulkItem(number, request, "bulk:" + digest, digest))
             if len(batch) >= args.batch_size:
                 flush()
         flush()
     elapsed = time.perf_counter() - started
-    summary = {**counts, "lines": total, "seconds": round(elapsed, 3),
-               "rate_per_second": round((counts["issued"] + counts["already_issued"]) / elapsed, 1)
-               if elapsed else None,
-               "results": str(results_path), "errors": errors[:1000]}
+    summary = {
+        **counts,
+        "lines": total,
+        "seconds": round(elapsed, 3),
+        "rate_per_second": round((counts["issued"] + counts["already_issued"]) / elapsed, 1)
+        if elapsed
+        else None,
+        "results": str(results_path),
+        "errors": errors[:1000],
+    }
     _print_summary(args, summary, sys.stdout)
     return 0 if counts["failed"] == 0 else 2
 

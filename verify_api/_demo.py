@@ -48,27 +48,39 @@ def run_demo(vault: Vault, *, json_output: bool = False, actor: str = "demo") ->
             sys.stdout.write(f"\n== {len(steps)}. {title}\n{body}\n")
 
     setup = ensure_demo_departments(vault, actor)
-    step("set up issuing departments", "\n".join(setup) or "departments and keys already present",
-         {"actions": setup})
+    step(
+        "set up issuing departments",
+        "\n".join(setup) or "departments and keys already present",
+        {"actions": setup},
+    )
 
     request = LicenceCreate.model_validate(vault.types.get(DEMO_TYPE).example)
     lic = vault.issue(request, actor=actor).licence
-    step("issue a licence", render.issued(lic, True),
-         {"identifier": lic.identifier, "token": lic.token, "kid": lic.kid})
+    step(
+        "issue a licence",
+        render.issued(lic, True),
+        {"identifier": lic.identifier, "token": lic.token, "kid": lic.kid},
+    )
 
     first = vault.verify(lic.token)
     step("verify it", render.verdict(first), first.as_dict())
 
     revoked = vault.revoke(lic.identifier, reason="演示：吊销 / demo revocation", actor=actor)
-    step("revoke it", f"{revoked.identifier}: now {revoked.status}",
-         {"identifier": revoked.identifier, "status": revoked.status})
+    step(
+        "revoke it",
+        f"{revoked.identifier}: now {revoked.status}",
+        {"identifier": revoked.identifier, "status": revoked.status},
+    )
 
     second = vault.verify(lic.token)
     step("verify it again", render.verdict(second), second.as_dict())
 
     report = vault.verify_audit()
-    step("check the audit chain", render.audit(report),
-         {"valid": report.ok, "events_checked": report.events_checked})
+    step(
+        "check the audit chain",
+        render.audit(report),
+        {"valid": report.ok, "events_checked": report.events_checked},
+    )
 
     ok = first.valid and not second.valid and second.status == "revoked" and report.ok
     if json_output:

@@ -30,10 +30,17 @@ def _local(dt: Any) -> str:
 
 
 def key_document(k: KeyInfo) -> dict[str, Any]:
-    return {"kid": k.kid, "algorithm": k.algorithm, "backend": k.backend, "purpose": k.purpose,
-            "department": k.department_code, "state": k.state, "created_at": k.created_at.isoformat(),
-            "activated_at": k.activated_at.isoformat() if k.activated_at else None,
-            "retired_at": k.retired_at.isoformat() if k.retired_at else None}
+    return {
+        "kid": k.kid,
+        "algorithm": k.algorithm,
+        "backend": k.backend,
+        "purpose": k.purpose,
+        "department": k.department_code,
+        "state": k.state,
+        "created_at": k.created_at.isoformat(),
+        "activated_at": k.activated_at.isoformat() if k.activated_at else None,
+        "retired_at": k.retired_at.isoformat() if k.retired_at else None,
+    }
 
 
 def keys_table(keys: Sequence[KeyInfo]) -> str:
@@ -46,8 +53,15 @@ def keys_table(keys: Sequence[KeyInfo]) -> str:
 
 
 def type_document(t: LicenceType) -> dict[str, Any]:
-    return {"code": t.code, "name": t.name, "name_en": t.name_en, "holder_id_type": t.holder_id_type,
-            "defining_authority": t.defining_authority, "schema": dict(t.schema), "example": dict(t.example)}
+    return {
+        "code": t.code,
+        "name": t.name,
+        "name_en": t.name_en,
+        "holder_id_type": t.holder_id_type,
+        "defining_authority": t.defining_authority,
+        "schema": dict(t.schema),
+        "example": dict(t.example),
+    }
 
 
 def types_table(types: Sequence[LicenceType]) -> str:
@@ -70,8 +84,13 @@ def issued(lic: Licence, created: bool) -> str:
 
 
 def change_document(c: StatusChange) -> dict[str, Any]:
-    return {"from": c.from_status, "to": c.to_status, "reason": c.reason, "actor": c.actor,
-            "changed_at": c.changed_at.isoformat()}
+    return {
+        "from": c.from_status,
+        "to": c.to_status,
+        "reason": c.reason,
+        "actor": c.actor,
+        "changed_at": c.changed_at.isoformat(),
+    }
 
 
 def licence(lic: Licence, status: str, history: Sequence[StatusChange]) -> str:
@@ -88,8 +107,10 @@ def licence(lic: Licence, status: str, history: Sequence[StatusChange]) -> str:
     lines += [f"    {k}: {v}" for k, v in lic.data.items()]
     if history:
         lines.append("  history:")
-        lines += [f"    {_local(c.changed_at)}  {c.from_status} → {c.to_status}  by {c.actor}: {c.reason}"
-                  for c in history]
+        lines += [
+            f"    {_local(c.changed_at)}  {c.from_status} → {c.to_status}  by {c.actor}: {c.reason}"
+            for c in history
+        ]
     return "\n".join(lines)
 
 
@@ -113,28 +134,45 @@ def verdict(v: Verdict) -> str:
 
 
 def identifier(ident: LicenceIdentifier) -> str:
-    return "\n".join([
-        f"valid identifier {ident}",
-        f"  type code:   {ident.type_code}",
-        f"  issuer code: {ident.issuer_code}",
-        f"  serial:      {ident.serial} (year {ident.year}, sequence {ident.sequence})",
-        f"  version:     {ident.version_text}",
-        f"  check:       {ident.check_character} (ISO 7064 MOD 37,36)",
-    ])
+    return "\n".join(
+        [
+            f"valid identifier {ident}",
+            f"  type code:   {ident.type_code}",
+            f"  issuer code: {ident.issuer_code}",
+            f"  serial:      {ident.serial} (year {ident.year}, sequence {ident.sequence})",
+            f"  version:     {ident.version_text}",
+            f"  check:       {ident.check_character} (ISO 7064 MOD 37,36)",
+        ]
+    )
 
 
 def audit(report: AuditReport) -> str:
     if report.ok:
-        return (f"audit chain intact: {report.events_checked} events, head {report.head_seq} "
-                f"{report.head_hash[:16]}…")
-    return "\n".join([f"audit chain BROKEN ({report.events_checked} events checked):",
-                      *("  " + p for p in report.problems)])
+        return (
+            f"audit chain intact: {report.events_checked} events, head {report.head_seq} "
+            f"{report.head_hash[:16]}…"
+        )
+    return "\n".join(
+        [
+            f"audit chain BROKEN ({report.events_checked} events checked):",
+            *("  " + p for p in report.problems),
+        ]
+    )
 
 
 def event_document(e: AuditEvent) -> dict[str, Any]:
-    return {"seq": e.seq, "at": e.at, "actor": e.actor, "action": e.action, "subject": e.subject,
-            "details": dict(e.details), "hash": e.hash}
+    return {
+        "seq": e.seq,
+        "at": e.at,
+        "actor": e.actor,
+        "action": e.action,
+        "subject": e.subject,
+        "details": dict(e.details),
+        "hash": e.hash,
+    }
 
 
 def events(items: Sequence[AuditEvent]) -> str:
-    return "\n".join(f"{e.seq:>7} {e.at} {e.actor:<16} {e.action:<18} {e.subject}" for e in items) or "no events"
+    return (
+        "\n".join(f"{e.seq:>7} {e.at} {e.actor:<16} {e.action:<18} {e.subject}" for e in items) or "no events"
+    )

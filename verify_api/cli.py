@@ -74,8 +74,15 @@ def _read_limited(path: str, limit: int, what: str) -> bytes:
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     with open_vault(settings, migrate=True) as v:
         steps = v.initialise(actor=_actor())
-        document = {"home": str(settings.home), "database": v.db.url, "backend": v.backend.name, "steps": steps}
-    _emit(args, document, lambda: "\n".join(["initialised " + str(settings.home), *("  " + s for s in steps)]))
+        document = {
+            "home": str(settings.home),
+            "database": v.db.url,
+            "backend": v.backend.name,
+            "steps": steps,
+        }
+    _emit(
+        args, document, lambda: "\n".join(["initialised " + str(settings.home), *("  " + s for s in steps)])
+    )
     return 0
 
 
@@ -89,8 +96,11 @@ def cmd_dept_add(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_dept_list(args: argparse.Namespace, settings: Settings) -> int:
     with open_vault(settings) as v:
         depts = v.departments()
-    _emit(args, [{"code": d.code, "name": d.name} for d in depts],
-          lambda: "\n".join(f"{d.code}  {d.name}" for d in depts) or "no departments")
+    _emit(
+        args,
+        [{"code": d.code, "name": d.name} for d in depts],
+        lambda: "\n".join(f"{d.code}  {d.name}" for d in depts) or "no departments",
+    )
     return 0
 
 
@@ -128,8 +138,13 @@ def cmd_issue(args: argparse.Namespace, settings: Settings) -> int:
     with open_vault(settings) as v:
         result = v.issue(request, idempotency_key=args.idempotency_key, actor=_actor())
     lic = result.licence
-    document = {"identifier": lic.identifier, "token": lic.token, "status": lic.status,
-                "created": result.created, "kid": lic.kid}
+    document = {
+        "identifier": lic.identifier,
+        "token": lic.token,
+        "status": lic.status,
+        "created": result.created,
+        "kid": lic.kid,
+    }
     _emit(args, document, lambda: render.issued(lic, result.created))
     return 0
 
@@ -146,15 +161,21 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         lic = v.get(args.identifier)
         history = v.status_history(args.identifier)
         now = v.clock()
-    document = {**lic.summary(), "status": lic.effective_status(now), "stored_status": lic.status,
-                "kid": lic.kid, "data": dict(lic.data), "token": lic.token,
-                "history": [render.change_document(c) for c in history]}
+    document = {
+        **lic.summary(),
+        "status": lic.effective_status(now),
+        "stored_status": lic.status,
+        "kid": lic.kid,
+        "data": dict(lic.data),
+        "token": lic.token,
+        "history": [render.change_document(c) for c in history],
+    }
     _emit(args, document, lambda: render.licence(lic, lic.effective_status(now), history))
     return 0
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    if args.token == "-":
+    if args.token == "-":  # noqa: S105 (the stdin marker, not a secret)
         raw = sys.stdin.buffer.read(MAX_TOKEN_BYTES * 4 + 1).strip()
         token: str | bytes = raw
     else:
@@ -181,12 +202,22 @@ def cmd_id_check(args: argparse.Namespace, settings: Settings) -> int:
     try:
         ident = LicenceIdentifier.parse(args.identifier)
     except InvalidInput as exc:
-        _emit(args, {"identifier": args.identifier, "valid": False, "reasons": [str(exc)]},
-              lambda: f"invalid: {exc}")
+        message = str(exc)
+        _emit(
+            args,
+            {"identifier": args.identifier, "valid": False, "reasons": [message]},
+            lambda: f"invalid: {message}",
+        )
         return 1
-    document = {"identifier": str(ident), "valid": True, "type_code": ident.type_code,
-                "issuer_code": ident.issuer_code, "serial": ident.serial, "version": ident.version_text,
-                "check_character": ident.check_character}
+    document = {
+        "identifier": str(ident),
+        "valid": True,
+        "type_code": ident.type_code,
+        "issuer_code": ident.issuer_code,
+        "serial": ident.serial,
+        "version": ident.version_text,
+        "check_character": ident.check_character,
+    }
     _emit(args, document, lambda: render.identifier(ident))
     return 0
 
@@ -194,8 +225,13 @@ def cmd_id_check(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     with open_vault(settings) as v:
         report = v.verify_audit()
-    document = {"valid": report.ok, "events_checked": report.events_checked, "head_seq": report.head_seq,
-                "head_hash": report.head_hash, "reasons": list(report.problems)}
+    document = {
+        "valid": report.ok,
+        "events_checked": report.events_checked,
+        "head_seq": report.head_seq,
+        "head_hash": report.head_hash,
+        "reasons": list(report.problems),
+    }
     _emit(args, document, lambda: render.audit(report))
     return 0 if report.ok else 1
 
@@ -218,14 +254,16 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    p = _Parser(prog="yinxin", description="Yinxin (印信): electronic licences and e-seals.",
-                parents=[common])
+    p = _Parser(
+        prog="yinxin", description="Yinxin (印信): electronic licences and e-seals.", parents=[common]
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    def add(name: str, handler: Callable[[argparse.Namespace, Settings], int], help_: str,
-            parent: Any = sub) -> argparse.ArgumentParser:
+    def add(
+        name: str, handler: Callable[[argparse.Namespace, Settings], int], help_: str, parent: Any = sub
+    ) -> argparse.ArgumentParser:
         sp: argparse.ArgumentParser = parent.add_parser(name, help=help_, description=help_, parents=[common])
         sp.set_defaults(handler=handler)
         return sp
@@ -266,9 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("verify", cmd_verify, "verify a licence token (- reads it from stdin)")
     sp.add_argument("token")
 
-    for name, target, verb in (("suspend", LicenceStatus.SUSPENDED, "suspend"),
-                               ("revoke", LicenceStatus.REVOKED, "revoke (final)"),
-                               ("reinstate", LicenceStatus.VALID, "reinstate a suspended")):
+    for name, target, verb in (
+        ("suspend", LicenceStatus.SUSPENDED, "suspend"),
+        ("revoke", LicenceStatus.REVOKED, "revoke (final)"),
+        ("reinstate", LicenceStatus.VALID, "reinstate a suspended"),
+    ):
         sp = add(name, _status_command(target), f"{verb} licence")
         sp.add_argument("identifier")
         sp.add_argument("--reason", required=True, help="why (recorded in the history and audit log)")

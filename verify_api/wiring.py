@@ -18,12 +18,14 @@ __all__ = ["configure_logging", "open_vault"]
 def configure_logging(settings: Settings) -> None:
     """Log to stderr at the configured level; detail (tracebacks) goes to YINXIN_HOME/yinxin.log."""
     root = logging.getLogger("yinxin")
-    if root.handlers:
-        return
+    for old in [h for h in root.handlers if getattr(h, "yinxin_handler", False)]:
+        root.removeHandler(old)
+        old.close()
     root.setLevel(logging.DEBUG)
     console = logging.StreamHandler()
     console.setLevel(settings.log_level)
     console.setFormatter(logging.Formatter("yinxin: %(levelname)s: %(message)s"))
+    console.yinxin_handler = True  # type: ignore[attr-defined]
     root.addHandler(console)
     try:
         settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -32,8 +34,8 @@ def configure_logging(settings: Settings) -> None:
         return
     file_handler.setLevel(logging.INFO)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    file_handler.yinxin_handler = True  # type: ignore[attr-defined]
     root.addHandler(file_handler)
-    root.propagate = False
 
 
 @contextmanager

@@ -7,11 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests._db import database_url  # noqa: F401  (fixture)
-
 from hsm import KeyBackend, SignatureAlgorithm
 from hsm._software import SoftwareBackend
 from schemas import load_licence_types
+from tests._db import database_url  # noqa: F401  (fixture)
 from vault import Database, Vault
 
 
@@ -41,7 +40,11 @@ def software_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyBa
 
 
 @pytest.fixture
-def vault(database_url: str, software_backend: KeyBackend, clock: SettableClock) -> Iterator[Vault]:
+def vault(
+    database_url: str,  # noqa: F811 (the fixture imported above)
+    software_backend: KeyBackend,
+    clock: SettableClock,
+) -> Iterator[Vault]:
     v = Vault(Database(database_url), software_backend, load_licence_types(), clock=clock)
     v.initialise(actor="test")
     yield v

@@ -7,14 +7,13 @@ from datetime import date
 import pytest
 from sqlalchemy import text
 
-from hsm._software import SoftwareBackend
 from hsm import SignatureAlgorithm
+from hsm._software import SoftwareBackend
 from schemas import LicenceCreate
 from schemas.errors import IllegalTransition, InvalidInput, LicenceNotFound
 from signing import sign_licence_token
-from vault import Vault
-
 from tests._builders import example
+from vault import Vault
 
 
 def issue(vault: Vault, **changes: object) -> str:
@@ -148,7 +147,7 @@ def test_audit_chain_detects_deleted_rows(ready_vault: Vault) -> None:
     problems = ready_vault.verify_audit().problems
     assert any("missing" in p for p in problems)
     with ready_vault.db.write() as s:
-        s.execute(text(f"DELETE FROM audit_events WHERE seq = {head}"))
+        s.execute(text("DELETE FROM audit_events WHERE seq = :seq"), {"seq": head})
     problems = ready_vault.verify_audit().problems
     assert any("deleted from the end" in p for p in problems)
 

@@ -223,3 +223,38 @@ def test_entry_point_runs_without_traceback(tmp_path: Path) -> None:
     # No database yet: a one-line configuration error, exit 2, no traceback.
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "yinxin init" in proc.stderr
+
+
+@pytest.mark.softhsm
+def test_the_whole_flow_on_softhsm(
+    cli: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, softhsm_token: Any
+) -> None:
+    """YINXIN_HSM=pkcs11: licence keys and holder-data keys live on the token."""
+    pin_file = tmp_path / "pin"
+    pin_file.write_text(softhsm_token.pin + "\n")
+    pin_file.chmod(0o600)
+    monkeypatch.setenv("YINXIN_HSM", "pkcs11")
+    monkeypatch.setenv("YINXIN_PKCS11_MODULE", softhsm_token.module)
+    monkeypatch.setenv("YINXIN_PKCS11_TOKEN_LABEL", softhsm_token.label)
+    monkeypatch.setenv("YINXIN_PKCS11_PIN_FILE", str(pin_file))
+    assert cli("init")[0] == 0
+    assert cli("dept", "add", "--code", MARKET, "--name", "北京市东城区市场监督管理局")[0] == 0
+    for alg in ("ES256", "EdDSA", "PS256"):
+        code, out, _ = cli("keys", "generate", "--dept", MARKET, "--alg", alg, "--json")
+        assert code == 0 and json.loads(out)["backend"] == "pkcs11"
+        req = write(tmp_path, "req.json", json.dumps(example_request(), ensure_ascii=False))
+        issued = json.loads(cli("issue", "--file", req, "--json")[1])
+        code, out, _ = cli("verify", issued["token"], "--json")
+        assert code == 0 and json.loads(out)["kid"].split("-")[1] == alg.lower()
+        keyset = KeySet.import_key_set(json.loads(cli("keys", "jwks")[1]))
+        assert jws.deserialize_compact(issued["token"], keyset, algorithms=[alg])
+    code, out, _ = cli("keys", "list", "--json")
+    assert sorted(k["state"] for k in json.loads(out)) == ["active", "retired", "retired"]
+    # The PIN never reaches the log.
+    log = (tmp_path / "home" / "yinxin.log").read_text()
+    assert softhsm_token.pin not in log
+
+
+def test_unsupported_algorithm_is_bad_input(ready: Run) -> None:
+    code, _, err = ready("keys", "generate", "--dept", MARKET, "--alg", "HS256")
+    assert code == 2 and "ES256, EdDSA, PS256" in err
