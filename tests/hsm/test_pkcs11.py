@@ -119,6 +119,30 @@ def test_private_keys_are_sensitive_and_never_extractable(
             assert public[Attribute.PUBLIC_EXPONENT] == b"\x01\x00\x01"
 
 
+def test_key_destroyed_by_another_application_stops_signing(
+    hsm: PKCS11Backend, softhsm_token: SoftHSMToken
+) -> None:
+    key = hsm.generate_key(ES256, "shared")
+    warm = threading.Barrier(4)
+
+    def warm_a_session() -> None:
+        hsm.sign(key, b"warm")
+        warm.wait()  # hold on, so that each thread caches the handle in its own session
+
+    threads = [threading.Thread(target=warm_a_session) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    with raw_session(softhsm_token) as session:
+        session.get_key(ObjectClass.PRIVATE_KEY, label="shared").destroy()
+
+    for _ in range(4):  # whichever session answers, its cached handle is stale
+        with pytest.raises(KeyNotFound, match="shared"):
+            hsm.sign(key, b"after")
+
+
 @pytest.mark.parametrize(
     ("purpose", "key_type"),
     [(SecretPurpose.ENCRYPTION, KeyType.AES), (SecretPurpose.MAC, KeyType.GENERIC_SECRET)],
