@@ -20,6 +20,7 @@ and is asserted in tests/schemas/test_licence_identifier.py.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 from schemas.errors import InvalidIdentifier, InvalidUSCC
@@ -50,12 +51,14 @@ _MAX_SEQUENCE = 9_999_999
 _MAX_VERSION = 999
 
 
-def mod37_36_check_character(text: str) -> str:
-    """ISO 7064 MOD 37,36 (hybrid system) check character over upper-case alphanumerics."""
+# The varying tail of the checked string: 11-character serial + 3-character version.
+_VARYING_TAIL = 14
+
+
+def _advance(running: int, text: str, first_position: int) -> int:
     # ISO/IEC 7064:2003, hybrid systems: P1 = M; S_j = (P_j + a_j) mod M, with 0 read as M;
-    # P_{j+1} = 2·S_j mod (M+1); the check a_{n+1} makes (P_{n+1} + a_{n+1}) mod M == 1.
-    running = _M
-    for position, character in enumerate(text, start=1):
+    # P_{j+1} = 2·S_j mod (M+1).
+    for position, character in enumerate(text, start=first_position):
         value = _VALUES.get(character)
         if value is None:
             raise InvalidIdentifier(
@@ -63,6 +66,21 @@ def mod37_36_check_character(text: str) -> str:
                 position=position,
             )
         running = (((running + value) % _M or _M) * 2) % (_M + 1)
+    return running
+
+
+@functools.lru_cache(maxsize=4096)
+def _prefix_state(prefix: str) -> int:
+    # Type code + issuer code repeat across a bulk import; their state is computed once.
+    return _advance(_M, prefix, 1)
+
+
+def mod37_36_check_character(text: str) -> str:
+    """ISO 7064 MOD 37,36 (hybrid system) check character over upper-case alphanumerics."""
+    split = max(len(text) - _VARYING_TAIL, 0)
+    running = _prefix_state(text[:split]) if split else _M
+    running = _advance(running, text[split:], split + 1)
+    # The check a_{n+1} makes (P_{n+1} + a_{n+1}) mod M == 1.
     return _ALPHABET[(_M + 1 - running) % _M]
 
 

@@ -14,7 +14,8 @@ The order of checks, stopping at the first failure up to the signature:
    bound to that key (the key's algorithm is what is used, RFC 8725 §3.1);
 4. the signature, with ``cryptography``;
 5. only then the payload is parsed (an unauthenticated payload is never
-   interpreted), and the claims and time checks are reported together.
+   interpreted); every problem with the claims is reported, and a sound
+   claims set gets the time checks (``exp``, ``nbf``).
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ _REQUIRED_STRING_CLAIMS: Final = ("iss", "sub", "jti")
 _TIME_CLAIMS: Final = ("iat", "nbf", "exp")
 # NumericDate (RFC 7519 §2) in whole seconds, 1970-01-01 .. 9999-12-31.
 _MAX_NUMERIC_DATE: Final = 253402300799
+# Compact UTF-8 JSON (RFC 8259), built once: json.dumps would build an encoder per call.
+_CLAIMS_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 # Signature lengths in base64url characters, for the size check before signing.
 _MIN_SIGNATURE_CHARS: Final = 86  # 64 bytes: ES256, EdDSA
 
@@ -157,7 +160,7 @@ def sign_licence_token(backend: KeyBackend, key: KeyRef, claims: Mapping[str, An
         raise InvalidInput("the claims would not verify: " + " ".join(problems))
     header = encode_header(key.kid, key.algorithm.value)
     try:
-        payload_json = json.dumps(claims, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        payload_json = _CLAIMS_ENCODER.encode(claims)
         payload_bytes = payload_json.encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"the licence claims are not JSON: {exc}") from exc
@@ -272,16 +275,16 @@ def verify_token(
                     f"The token was signed with key {kid!r}, which is not in the trust list: refresh the "
                     "trust list (JWKS) or ask the issuer which key it used.",
                 )
-            if alg != entry.key.algorithm.value:
+            if alg != entry.alg:
                 raise Rejected(
                     ALGORITHM_MISMATCH,
-                    f"The token header says {alg} but key {kid!r} is bound to "
-                    f"{entry.key.algorithm.value}; a token cannot choose its algorithm (RFC 8725 §3.1).",
+                    f"The token header says {alg} but key {kid!r} is bound to {entry.alg}; "
+                    "a token cannot choose its algorithm (RFC 8725 §3.1).",
                 )
         else:
             header = entry.header
             kid = entry.key.kid
-            alg = entry.key.algorithm.value
+            alg = entry.alg
 
         # 4. Signature, with the algorithm bound to the key.
         signature = b64url_decode(encoded_signature)

@@ -80,6 +80,7 @@ class _Entry:
     """What verification needs for one key, computed once when it is added."""
 
     key: TrustedKey
+    alg: str  # key.algorithm.value, without the enum lookup
     header: Mapping[str, Any]  # the canonical header, read-only
     check: Callable[[bytes, bytes], bool]  # check(signing_input, signature)
 
@@ -90,7 +91,8 @@ class TrustStore:
     Adding a key precomputes its signature checker and the exact protected
     header :func:`signing.sign_licence_token` writes for it, so a token carrying
     that header skips header decoding altogether (the result is the same: the
-    canonical header passes every header check).
+    canonical header passes every header check). ``verify_token`` reads the two
+    private indexes directly; they are the hot path.
     """
 
     __slots__ = ("_by_header", "_by_kid")
@@ -110,6 +112,7 @@ class TrustStore:
         alg = key.algorithm.value
         entry = _Entry(
             key=key,
+            alg=alg,
             header=MappingProxyType({"alg": alg, "kid": key.kid, "typ": TOKEN_TYP}),
             check=signature_checker(key.algorithm, key.public_key),
         )

@@ -13,9 +13,11 @@ import argparse
 import json
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
 from tqdm import tqdm
 
 from schemas import parse_licence_request
@@ -54,6 +56,8 @@ def run_bulk(vault: Vault, args: argparse.Namespace, *, actor: str) -> int:
         ) as bar,
     ):
         batch: list[BulkItem] = []
+        early: list[BulkOutcome] = []  # this batch's lines that failed before reaching the vault
+        pending: tuple[Future[list[BulkOutcome]], list[BulkOutcome], int] | None = None
 
         def record(outcome: BulkOutcome) -> None:
             line: dict[str, Any] = {"line": outcome.line}
@@ -66,32 +70,46 @@ def run_bulk(vault: Vault, args: argparse.Namespace, *, actor: str) -> int:
             else:
                 counts["issued" if outcome.created else "already_issued"] += 1
                 line.update(identifier=outcome.identifier, created=outcome.created)
-            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+            out.write(orjson.dumps(line).decode("utf-8") + "\n")
+
+        def collect() -> None:
+            nonlocal pending
+            if pending is not None:
+                future, failed_early, lines = pending
+                pending = None
+                for outcome in sorted([*future.result(), *failed_early], key=lambda o: o.line):
+                    record(outcome)
+                bar.update(lines)
 
         def flush() -> None:
-            if batch:
-                for outcome in vault.issue_batch(batch, actor=actor):
-                    record(outcome)
-                bar.update(len(batch))
+            nonlocal pending
+            collect()
+            if batch or early:
+                # The vault works on this batch (signing, inserting, the durable commit) while
+                # this thread parses the next one; results are still written in line order.
+                future = pool.submit(vault.issue_batch, list(batch), actor=actor)
+                pending = (future, list(early), len(batch) + len(early))
                 batch.clear()
+                early.clear()
 
-        for number, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                bar.update(1)
-                continue
-            try:
-                if len(raw) > MAX_LINE_BYTES:
-                    raise InvalidInput(f"line is longer than {MAX_LINE_BYTES} bytes")
-                request = parse_licence_request(raw, max_bytes=MAX_LINE_BYTES)
-            except YinxinError as exc:
-                record(BulkOutcome(number, error=str(exc), error_code=exc.code))
-                bar.update(1)
-                continue
-            digest = request_hash(request)
-            batch.append(BulkItem(number, request, "bulk:" + digest, digest))
-            if len(batch) >= args.batch_size:
-                flush()
-        flush()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="yinxin-bulk") as pool:
+            for number, raw in enumerate(fh, start=1):
+                if not raw.strip():
+                    bar.update(1)
+                    continue
+                try:
+                    if len(raw) > MAX_LINE_BYTES:
+                        raise InvalidInput(f"line is longer than {MAX_LINE_BYTES} bytes")
+                    request = parse_licence_request(raw, max_bytes=MAX_LINE_BYTES)
+                except YinxinError as exc:
+                    early.append(BulkOutcome(number, error=str(exc), error_code=exc.code))
+                    continue
+                digest = request_hash(request)
+                batch.append(BulkItem(number, request, "bulk:" + digest, digest))
+                if len(batch) >= args.batch_size:
+                    flush()
+            flush()
+            collect()
     elapsed = time.perf_counter() - started
     summary = {
         **counts,

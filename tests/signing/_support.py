@@ -18,6 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from hsm import KeyBackend, KeyRef, SignatureAlgorithm
+from signing import VERDICT_CODES, TokenVerdict, TrustStore, verify_token
 
 # A fixed clock (DESIGN §5.5): 2026-06-01 08:00 Beijing time.
 NOW = datetime(2026, 6, 1, 0, 0, tzinfo=UTC)
@@ -25,6 +26,8 @@ NOW_TS = int(NOW.timestamp())
 IDENTIFIER = "1.2.156.3005.2.11100000000013338W001.91110000000000000X.2026000001.001.K"
 
 ALGORITHMS = (SignatureAlgorithm.ES256, SignatureAlgorithm.EDDSA, SignatureAlgorithm.PS256)
+# NIST P-256 group order (SEC 2 §2.4.2).
+P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
 def licence_claims(**changes: Any) -> dict[str, Any]:
@@ -57,6 +60,27 @@ def unb64(segment: str) -> bytes:
 
 def compact(value: Mapping[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def rejected(token: str | bytes, trust: TrustStore, **kwargs: Any) -> TokenVerdict:
+    """Verify, check the verdict's shape, and return it (must be invalid)."""
+    verdict = verify_token(token, trust, now=kwargs.pop("now", NOW), **kwargs)
+    assert not verdict.valid, f"token accepted: {verdict}"
+    assert verdict.codes and len(verdict.codes) == len(verdict.reasons), verdict
+    assert set(verdict.codes) <= VERDICT_CODES, verdict.codes
+    for reason in verdict.reasons:
+        assert reason and "\n" not in reason and reason.endswith(".") and len(reason) < 400, reason
+    return verdict
+
+
+def code_of(token: str | bytes, trust: TrustStore, **kwargs: Any) -> str:
+    verdict = rejected(token, trust, **kwargs)
+    assert len(verdict.codes) == 1, verdict
+    return verdict.codes[0]
+
+
+def with_signature(token: str, signature: bytes) -> str:
+    return token.rpartition(".")[0] + "." + b64(signature)
 
 
 class Forge:
@@ -93,8 +117,12 @@ class Forge:
         signer: SignatureAlgorithm = SignatureAlgorithm.ES256,
     ) -> str:
         """header.payload.signature, signed by the session key of *signer*."""
-        raw_header = header if isinstance(header, bytes) else compact(header or self.header(signer))
-        raw_payload = payload if isinstance(payload, bytes) else compact(payload or licence_claims())
+        if header is None:
+            header = self.header(signer)
+        if payload is None:
+            payload = licence_claims()
+        raw_header = header if isinstance(header, bytes) else compact(header)
+        raw_payload = payload if isinstance(payload, bytes) else compact(payload)
         signing_input = b64(raw_header) + "." + b64(raw_payload)
         signature = self.backend.sign(self.keys[signer], signing_input.encode("ascii"))
         return signing_input + "." + b64(signature)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from hsm import KeyRef, SignatureAlgorithm, SoftwareBackend
-from signing import TrustedKey, TrustStore
-from tests.signing._support import Forge, vectors_dir
+from signing import TrustedKey, TrustStore, sign_licence_token
+from tests.signing._support import Forge, licence_claims, vectors_dir
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +49,12 @@ def trusted_keys(forge: Forge) -> list[TrustedKey]:
 @pytest.fixture
 def trust(trusted_keys: list[TrustedKey]) -> TrustStore:
     return TrustStore(trusted_keys)
+
+
+@pytest.fixture
+def good(forge: Forge) -> str:
+    """A valid ES256 licence token from the session key."""
+    return sign_licence_token(forge.backend, forge.key(), licence_claims())
 
 
 @pytest.fixture(scope="session")
