@@ -42,7 +42,7 @@ lint: venv
 	$(VENV)/bin/mypy
 
 bench: venv system-deps
-	$(PY) -m pytest benchmarks -q --benchmark-only --benchmark-columns=min,mean,median,ops,rounds --benchmark-sort=name -p no:randomly
+	$(PY) -m pytest benchmarks -q --benchmark-only --benchmark-columns=min,median,ops,rounds --benchmark-sort=name --benchmark-warmup=on
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

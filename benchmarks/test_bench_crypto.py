@@ -19,7 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from hsm import KeyBackend, SignatureAlgorithm
+from schemas import load_licence_types
 from signing import TrustedKey, TrustStore, sign_licence_token, verify_token
+from verify_api._demo import DEMO_TYPE
 
 DATA = b"eyJhbGciOiJFUzI1NiJ9." + b"x" * 600  # about the size of a licence token's signing input
 ALGS = [SignatureAlgorithm.ES256, SignatureAlgorithm.EDDSA, SignatureAlgorithm.PS256]
@@ -97,13 +99,23 @@ def test_sign_pkcs11_ours(benchmark: Any, alg: SignatureAlgorithm, pkcs11_backen
 
 def _token_and_trust(backend: KeyBackend, alg: SignatureAlgorithm) -> tuple[str, TrustStore, TrustedKey]:
     key = backend.generate_key(alg)
+    # A real licence's claims (the demo type's example), as the vault builds them.
+    example = load_licence_types().get(DEMO_TYPE).example
+    ident = "1.2.156.3005.2.11100000000013101Q001.11110101000000123B.20260000001.001.B"
     claims = {
-        "iss": "11110101000000123B",
-        "sub": "1.2.156.3005.2.x",
-        "jti": "1.2.156.3005.2.x",
+        "iss": example["issuer"],
+        "sub": ident,
+        "jti": ident,
         "iat": 1_790_000_000,
-        "nbf": 1_790_000_000,
-        "data": {"name": "x" * 300},
+        "nbf": 1_709_222_400,
+        "licence_type": DEMO_TYPE,
+        "licence_type_name": "个体工商户营业执照",
+        "issuer_name": "北京市东城区市场监督管理局",
+        "holder": {**example["holder"], "id_masked": example["holder"]["id"]},
+        "valid_from": example["valid_from"],
+        "valid_until": None,
+        "ver": "001",
+        "data": example["data"],
     }
     token = sign_licence_token(backend, key, claims)
     trusted = TrustedKey(key.kid, alg, backend.public_key(key))

@@ -199,3 +199,16 @@ def test_batch_reports_bad_items_and_issues_the_rest_once(ready_vault: Vault) ->
     assert [o.identifier for o in again] == [o.identifier for o in first]
     assert not any(o.created for o in again)
     assert counts(ready_vault)[0] == 2
+
+
+def test_timestamps_come_back_timezone_aware_in_utc(ready_vault: Vault) -> None:
+    """SQLite has no timezone type: read-back times must still be aware UTC, not naive wall time."""
+    from datetime import UTC
+
+    lic = ready_vault.issue(example(ready_vault), actor="t").licence
+    stored = ready_vault.get(lic.identifier)
+    assert stored.issued_at.tzinfo is not None
+    assert stored.issued_at == ready_vault.clock()
+    assert stored.issued_at.utcoffset() == UTC.utcoffset(None)
+    assert stored.summary()["issued_at"].endswith("+00:00")
+    assert all(k.created_at.tzinfo is not None for k in ready_vault.list_keys())
