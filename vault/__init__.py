@@ -9,7 +9,7 @@ never imports FastAPI and never reads the environment: the composition root
 from __future__ import annotations
 
 from vault._audit import AuditEvent, AuditReport
-from vault._db import Database, DatabaseError, normalise_database_url
+from vault._db import Database, DatabaseConflict, DatabaseError, normalise_database_url
 from vault._issuance import request_hash
 from vault._types import (
     CHINA_TIME,
@@ -34,6 +34,7 @@ __all__ = [
     "BulkOutcome",
     "Clock",
     "Database",
+    "DatabaseConflict",
     "DatabaseError",
     "Department",
     "IssueResult",

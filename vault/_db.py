@@ -22,12 +22,12 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.errors import ConfigurationError, YinxinError
 
-__all__ = ["Database", "DatabaseError", "normalise_database_url"]
+__all__ = ["Database", "DatabaseConflict", "DatabaseError", "normalise_database_url"]
 
 log = logging.getLogger("yinxin.vault")
 
@@ -40,6 +40,13 @@ class DatabaseError(YinxinError):
     code = "database_error"
     http_status = 503
     exit_code = 3
+
+
+class DatabaseConflict(DatabaseError):
+    """A uniqueness or foreign-key constraint refused the write (e.g. a concurrent duplicate)."""
+
+    code = "database_conflict"
+    http_status = 409
 
 
 def normalise_database_url(url: str) -> str:
@@ -103,6 +110,12 @@ class Database:
         except YinxinError:
             session.rollback()
             raise
+        except IntegrityError as exc:
+            session.rollback()
+            log.warning("database constraint refused a write: %s", exc.orig if exc.orig else exc)
+            raise DatabaseConflict(
+                "the database refused the write because it conflicts with existing data; retry the request"
+            ) from exc
         except OperationalError as exc:
             session.rollback()
             log.error("database operation failed: %s", exc.orig if exc.orig else exc)
@@ -110,6 +123,10 @@ class Database:
                 f"the database at {self.url} did not answer or refused the operation; "
                 "check that it is running and reachable"
             ) from exc
+        except SQLAlchemyError as exc:
+            session.rollback()
+            log.error("database error: %s", exc)
+            raise DatabaseError("the database refused the operation; the details are in the log") from exc
         except BaseException:
             session.rollback()
             raise

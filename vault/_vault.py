@@ -7,11 +7,9 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hsm import KeyBackend, SecretPurpose, SignatureAlgorithm
@@ -24,9 +22,9 @@ from schemas.errors import (
     LicenceNotFound,
     YinxinError,
 )
-from signing import TokenVerdict, TrustStore, verify_token
+from signing import TrustStore, verify_token
 from vault._audit import AuditEntry, AuditEvent, AuditLog, AuditReport
-from vault._db import Database
+from vault._db import Database, DatabaseConflict
 from vault._issuance import (
     HOLDER_ENCRYPTION_LABEL,
     HOLDER_INDEX_LABEL,
@@ -54,6 +52,7 @@ from vault._types import (
     Verdict,
     system_clock,
 )
+from vault._verification import judge, signature_holds
 
 __all__ = ["BulkItem", "Vault"]
 
@@ -72,7 +71,6 @@ _ACTIONS = {
     LicenceStatus.VALID: "reinstate",
     LicenceStatus.REVOKED: "revoke",
 }
-_TIME_CODES = frozenset({"expired", "not_yet_valid"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +146,7 @@ class Vault:
                     raise AlreadyExists(f"department {code} is already registered")
                 s.add(DepartmentRecord(code=code, name=name, created_at=now))
                 self.audit.append(s, AuditEntry(actor, "department.add", code, {"name": name}), at=now)
-        except IntegrityError as exc:
+        except DatabaseConflict as exc:
             raise AlreadyExists(f"department {code} is already registered") from exc
         return Department(code, name, now)
 
@@ -198,7 +196,7 @@ class Vault:
         for attempt in (1, 2):
             try:
                 outcome = self.issue_batch([BulkItem(0, request, idempotency_key)], actor=actor)[0]
-            except IntegrityError:
+            except DatabaseConflict:
                 # A concurrent request with the same idempotency key won the race: read its result.
                 if attempt == 2 or idempotency_key is None:
                     raise
@@ -428,58 +426,24 @@ class Vault:
             trust = self.trust_store(refresh=True)
             if trust.get(tv.kid) is not None:
                 tv = verify_token(token, trust, now=now)
-        return self._verdict(tv, now)
-
-    def _verdict(self, tv: TokenVerdict, now: datetime) -> Verdict:
-        if not tv.valid and not set(tv.codes) <= _TIME_CODES:
-            return Verdict(False, LicenceStatus.INVALID, tv.reasons, tv.codes, now, tv.kid)
-        claims = tv.claims or {}
-        identifier = str(claims.get("jti", ""))
+        if not signature_holds(tv):
+            return judge(tv, token, None, "", now)
+        identifier = str((tv.claims or {}).get("jti", ""))
+        last_reason = ""
         with self.db.read() as s:
             row = s.get(LicenceRecord, identifier)
             licence = self._to_licence(s, row) if row is not None else None
-        if licence is None:
-            return Verdict(
-                False,
-                LicenceStatus.INVALID,
-                (
-                    f"licence {identifier} is not in this vault "
-                    "(signed by a known key, but never stored here)",
-                ),
-                ("unknown_licence",),
-                now,
-                tv.kid,
-            )
-        if licence.kid != tv.kid:
-            return Verdict(
-                False,
-                LicenceStatus.INVALID,
-                ("token was not signed by the key that issued this licence",),
-                ("key_mismatch",),
-                now,
-                tv.kid,
-                licence.summary(),
-            )
-        status = licence.effective_status(now)
-        reasons: list[str] = []
-        codes: list[str] = []
-        if status == LicenceStatus.REVOKED or status == LicenceStatus.SUSPENDED:
-            change = self.status_history(identifier)
-            why = change[-1].reason if change else ""
-            reasons.append(f"licence is {status}" + (f": {why}" if why else ""))
-            codes.append(status)
-        elif status != LicenceStatus.VALID:
-            reasons.extend(tv.reasons or (f"licence is {status.replace('_', ' ')}",))
-            codes.append(status)
-        return Verdict(
-            status == LicenceStatus.VALID,
-            status,
-            tuple(reasons),
-            tuple(codes),
-            now,
-            tv.kid,
-            licence.summary(),
-        )
+            if licence is not None and licence.status != LicenceStatus.VALID:
+                last_reason = (
+                    s.execute(
+                        select(StatusChangeRecord.reason)
+                        .where(StatusChangeRecord.identifier == identifier)
+                        .order_by(StatusChangeRecord.id.desc())
+                        .limit(1)
+                    ).scalar_one_or_none()
+                    or ""
+                )
+        return judge(tv, token, licence, last_reason, now)
 
     # ---- audit -------------------------------------------------------------------------
 

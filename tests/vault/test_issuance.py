@@ -212,3 +212,28 @@ def test_timestamps_come_back_timezone_aware_in_utc(ready_vault: Vault) -> None:
     assert stored.issued_at.utcoffset() == UTC.utcoffset(None)
     assert stored.summary()["issued_at"].endswith("+00:00")
     assert all(k.created_at.tzinfo is not None for k in ready_vault.list_keys())
+
+
+def test_concurrent_retries_with_one_idempotency_key_make_one_licence(ready_vault: Vault) -> None:
+    request = example(ready_vault)
+    barrier = threading.Barrier(4)
+    identifiers: list[str] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        barrier.wait()
+        try:
+            identifiers.append(
+                ready_vault.issue(request, idempotency_key="same", actor="t").licence.identifier
+            )
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(set(identifiers)) == 1 and len(identifiers) == 4
+    assert counts(ready_vault)[0] == 1

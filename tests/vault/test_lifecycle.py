@@ -157,3 +157,20 @@ def test_licence_create_rejects_inverted_validity(ready_vault: Vault) -> None:
     body["valid_from"], body["valid_until"] = "2030-01-01", "2029-01-01"
     with pytest.raises(ValueError):
         LicenceCreate.model_validate(body)
+
+
+def test_authentic_signature_on_a_token_the_vault_never_issued(ready_vault: Vault) -> None:
+    """The issuing key signing other claims for an existing identifier (key misuse) is caught."""
+    import base64
+    import json
+
+    from hsm import KeyRef
+
+    lic = ready_vault.issue(example(ready_vault), actor="t").licence
+    claims = json.loads(base64.urlsafe_b64decode(lic.token.split(".")[1] + "=="))
+    claims["holder"]["name"] = "冒名顶替"
+    key = KeyRef(lic.kid, SignatureAlgorithm.ES256)
+    forged = sign_licence_token(ready_vault.backend, key, claims)
+    v = ready_vault.verify(forged)
+    assert (v.valid, v.status, v.codes) == (False, "invalid", ("token_mismatch",))
+    assert ready_vault.verify(lic.token).valid
