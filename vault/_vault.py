@@ -19,6 +19,7 @@ from schemas.errors import (
     IdempotencyConflict,
     IllegalTransition,
     InvalidInput,
+    InvalidUSCC,
     LicenceNotFound,
     YinxinError,
 )
@@ -135,7 +136,7 @@ class Vault:
     # ---- departments ----------------------------------------------------------
 
     def add_department(self, code: str, name: str, *, actor: str) -> Department:
-        code = validate_uscc(code)
+        code = _department_code(code)
         name = name.strip()
         if not 1 <= len(name) <= 200:
             raise InvalidInput("department name must be 1-200 characters")
@@ -158,7 +159,7 @@ class Vault:
     # ---- keys ---------------------------------------------------------------
 
     def generate_key(self, department_code: str, algorithm: SignatureAlgorithm, *, actor: str) -> KeyInfo:
-        department_code = validate_uscc(department_code)
+        department_code = _department_code(department_code)
         with self.db.write() as s:
             info = self.keys.generate(s, department_code, algorithm, actor=actor, now=self.clock())
         self._trust = None
@@ -457,6 +458,13 @@ class Vault:
 
     def close(self) -> None:
         self.db.dispose()
+
+
+def _department_code(code: str) -> str:
+    try:
+        return validate_uscc(code)
+    except InvalidUSCC as exc:
+        raise InvalidUSCC(f"department code (USCC) {str(code)[:40]!r}: {exc}") from None
 
 
 def _conflict_message(item: BulkItem) -> str:
