@@ -17,7 +17,6 @@ The verifier reports a failed check by raising :class:`Rejected`, which
 
 from __future__ import annotations
 
-import base64
 import binascii
 import functools
 import json
@@ -137,7 +136,7 @@ _PADDING: Final = (b"", b"", b"==", b"=")
 
 def b64url_encode(data: bytes) -> str:
     """base64url without padding (RFC 7515 §2)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return pybase64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def b64url_decode(segment: str) -> bytes | None:

@@ -116,9 +116,11 @@ class SerialCounterRecord(Base):
 
 
 class LicenceRecord(Base):
+    """One licence version. The identifier (primary key) is a function of type, issuer,
+    serial and version, so its uniqueness is theirs too: no second index for it."""
+
     __tablename__ = "licences"
     __table_args__ = (
-        UniqueConstraint("type_code", "issuer_code", "serial_year", "serial_sequence", "version"),
         UniqueConstraint("issuer_code", "idempotency_key", name="uq_licences_idempotency"),
         Index("ix_licences_holder", "holder_id_index"),
     )

@@ -211,3 +211,14 @@ def test_the_blind_spot_is_real() -> None:
     # unnoticed: a weakness of the standard's check, not of this implementation.
     prefix = next(c for c in ALPHANUMERIC if _running_value(c) == 18)
     assert mod37_36_check_character(prefix + "01") == mod37_36_check_character(prefix + "10")
+
+
+def test_format_range_matches_one_by_one_construction() -> None:
+    type_code, issuer = "11100000000013101Q001", "11110101000000123B"
+    fast = LicenceIdentifier.format_range(type_code, issuer, 2026, 9_999_990, 10)
+    slow = [str(LicenceIdentifier(type_code, issuer, 2026, n)) for n in range(9_999_990, 10_000_000)]
+    assert fast == slow
+    assert all(str(LicenceIdentifier.parse(x)) == x for x in fast)
+    with pytest.raises(InvalidIdentifier, match="sequence"):
+        LicenceIdentifier.format_range(type_code, issuer, 2026, 9_999_995, 10)
+    assert LicenceIdentifier.format_range(type_code, issuer, 2026, 1, 0) == []

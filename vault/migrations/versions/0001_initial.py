@@ -101,14 +101,6 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["kid"], ["keys.kid"], name=op.f("fk_licences_kid_keys")),
         sa.PrimaryKeyConstraint("identifier", name=op.f("pk_licences")),
         sa.UniqueConstraint("issuer_code", "idempotency_key", name="uq_licences_idempotency"),
-        sa.UniqueConstraint(
-            "type_code",
-            "issuer_code",
-            "serial_year",
-            "serial_sequence",
-            "version",
-            name=op.f("uq_licences_type_code"),
-        ),
     )
     with op.batch_alter_table("licences", schema=None) as batch_op:
         batch_op.create_index("ix_licences_holder", ["holder_id_index"], unique=False)
