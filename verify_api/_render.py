@@ -8,8 +8,7 @@ from datetime import UTC
 from typing import Any
 
 from schemas import LicenceIdentifier, LicenceType
-from vault import AuditEvent, AuditReport, KeyInfo, Licence, StatusChange, Verdict
-from vault._types import CHINA_TIME
+from vault import CHINA_TIME, AuditEvent, AuditReport, KeyInfo, Licence, StatusChange, Verdict
 
 _BANNERS = {
     "valid": "VALID / 有效",

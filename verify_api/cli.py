@@ -133,6 +133,13 @@ def cmd_types_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_types_example(args: argparse.Namespace, settings: Settings) -> int:
+    example = load_licence_types().get(args.code).example
+    # A ready-to-edit issuance request: JSON in either mode.
+    sys.stdout.write(json.dumps(example, ensure_ascii=False, indent=2) + "\n")
+    return 0
+
+
 def cmd_issue(args: argparse.Namespace, settings: Settings) -> int:
     request = parse_licence_request(_read_limited(args.file, MAX_REQUEST_FILE_BYTES, "request file"))
     with open_vault(settings) as v:
@@ -288,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     types = sub.add_parser("types", help="licence types", parents=[common])
     tsub = types.add_subparsers(dest="types_command", required=True, metavar="ACTION", parser_class=_Parser)
     add("list", cmd_types_list, "list licence types with their schema and example", tsub)
+    sp = add("example", cmd_types_example, "print a type's example issuance request (JSON)", tsub)
+    sp.add_argument("code", help="the licence type code, e.g. 11100000000013101Q001")
 
     sp = add("issue", cmd_issue, "issue one licence from a JSON request")
     sp.add_argument("--file", required=True, help="the issuance request (JSON; - for stdin)")
@@ -330,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that work without a database or backend.
-_OFFLINE = {cmd_types_list, cmd_id_check}
+_OFFLINE = {cmd_types_list, cmd_types_example, cmd_id_check}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -258,3 +258,12 @@ def test_the_whole_flow_on_softhsm(
 def test_unsupported_algorithm_is_bad_input(ready: Run) -> None:
     code, _, err = ready("keys", "generate", "--dept", MARKET, "--alg", "HS256")
     assert code == 2 and "ES256, EdDSA, PS256" in err
+
+
+def test_types_example_is_an_issuable_request(ready: Run, tmp_path: Path) -> None:
+    code, out, _ = ready("types", "example", BUSINESS_TYPE)
+    assert code == 0
+    path = write(tmp_path, "example.json", out)
+    assert ready("issue", "--file", path)[0] == 0
+    code, _, err = ready("types", "example", "nope")
+    assert code == 2 and "unknown licence type" in err
