@@ -30,6 +30,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "AccessLogRecord",
+    "ApiClientRecord",
     "AuditEventRecord",
     "AuditHeadRecord",
     "Base",
@@ -38,6 +40,7 @@ __all__ = [
     "LicenceRecord",
     "SerialCounterRecord",
     "StatusChangeRecord",
+    "StatusListRecord",
 ]
 
 # Stable constraint names so Alembic migrations are identical on SQLite and PostgreSQL.
@@ -122,6 +125,7 @@ class LicenceRecord(Base):
     __tablename__ = "licences"
     __table_args__ = (
         UniqueConstraint("issuer_code", "idempotency_key", name="uq_licences_idempotency"),
+        UniqueConstraint("status_list", "status_index", name="uq_licences_status_slot"),
         Index("ix_licences_holder", "holder_id_index"),
     )
 
@@ -148,6 +152,10 @@ class LicenceRecord(Base):
     status_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str] = mapped_column(String(64))
+    # Token Status List (draft-ietf-oauth-status-list): the list and the randomly chosen,
+    # never reused index that carry this licence's status.
+    status_list: Mapped[str | None] = mapped_column(String(32), ForeignKey("status_lists.name"))
+    status_index: Mapped[int | None] = mapped_column(Integer)
 
 
 class StatusChangeRecord(Base):
@@ -185,3 +193,44 @@ class AuditHeadRecord(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class StatusListRecord(Base):
+    """One Token Status List: a fixed-size bit array published as a signed JWT."""
+
+    __tablename__ = "status_lists"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)  # entries (2 bits each), at least 131 072
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ApiClientRecord(Base):
+    """An API client of a department (OAuth 2.0 client credentials, RFC 6749 §4.4)."""
+
+    __tablename__ = "api_clients"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    department_code: Mapped[str] = mapped_column(String(18), ForeignKey("departments.code"), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(255))  # slow KDF, never the secret
+    scopes: Mapped[str] = mapped_column(String(500))  # space-separated (RFC 6749 §3.3)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AccessLogRecord(Base):
+    """Who looked at which licence or holder, and why (用证事由)."""
+
+    __tablename__ = "access_log"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    client_id: Mapped[str] = mapped_column(String(64))
+    department_code: Mapped[str] = mapped_column(String(18))
+    purpose: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(32))  # licence.read | holder.lookup
+    identifier: Mapped[str | None] = mapped_column(String(128), index=True)
+    # Holder look-ups: the keyed hash (to find a holder's access history) and the masked ID.
+    holder_id_index: Mapped[str | None] = mapped_column(String(64), index=True)
+    holder_id_masked: Mapped[str | None] = mapped_column(String(32))
+    result_count: Mapped[int] = mapped_column(Integer)
