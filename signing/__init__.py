@@ -1,4 +1,4 @@
-"""Formats Yinxin signs and verifies; for now, licence tokens.
+"""Formats Yinxin signs and verifies: licence tokens, QR presentation tokens and QR images.
 
 A licence token is a JWS compact serialisation (RFC 7515 §7.1) whose protected
 header is exactly ``{"alg", "kid", "typ": "licence+jwt"}`` and whose payload is
@@ -20,23 +20,80 @@ database; it imports only ``schemas`` and ``hsm``.
 
 from __future__ import annotations
 
+from ._access_token import (
+    ACCESS_TOKEN_AUDIENCE,
+    ACCESS_TOKEN_ISSUER,
+    ACCESS_TOKEN_TYP,
+    MAX_ACCESS_TOKEN_BYTES,
+    InvalidAccessToken,
+    sign_access_token,
+    verify_access_token,
+)
 from ._jwk import jwks_document, public_jwk, trusted_key_from_jwk
 from ._jws import MAX_TOKEN_BYTES, TOKEN_TYP, VERDICT_CODES
+from ._presentation import MAX_PRESENTATION_BYTES, PRESENTATION_TYP, sign_presentation, verify_presentation
+from ._qr import QR_BORDER, QR_ERROR_CORRECTION, QRImage, presentation_url, qr_png, qr_svg, qr_version
 from ._signature import verify_signature
+from ._status_list import (
+    MAX_STATUS_LIST_BYTES,
+    MAX_STATUS_LIST_TOKEN_BYTES,
+    STATUS_LIST_MEDIA_TYPE,
+    STATUS_LIST_TYP,
+    StatusList,
+    StatusListRejected,
+    StatusType,
+    decode_status_list,
+    encode_status_list,
+    pack_statuses,
+    sign_status_list_token,
+    status_at,
+    verify_status_list_token,
+)
 from ._token import TokenVerdict, sign_licence_token, verify_token
 from ._trust import TrustedKey, TrustStore
 
 __all__ = [
+    "ACCESS_TOKEN_AUDIENCE",
+    "ACCESS_TOKEN_ISSUER",
+    "ACCESS_TOKEN_TYP",
+    "MAX_ACCESS_TOKEN_BYTES",
+    "MAX_PRESENTATION_BYTES",
+    "MAX_STATUS_LIST_BYTES",
+    "MAX_STATUS_LIST_TOKEN_BYTES",
     "MAX_TOKEN_BYTES",
+    "PRESENTATION_TYP",
+    "QR_BORDER",
+    "QR_ERROR_CORRECTION",
+    "STATUS_LIST_MEDIA_TYPE",
+    "STATUS_LIST_TYP",
     "TOKEN_TYP",
     "VERDICT_CODES",
+    "InvalidAccessToken",
+    "QRImage",
+    "StatusList",
+    "StatusListRejected",
+    "StatusType",
     "TokenVerdict",
     "TrustStore",
     "TrustedKey",
+    "decode_status_list",
+    "encode_status_list",
     "jwks_document",
+    "pack_statuses",
+    "presentation_url",
     "public_jwk",
+    "qr_png",
+    "qr_svg",
+    "qr_version",
+    "sign_access_token",
     "sign_licence_token",
+    "sign_presentation",
+    "sign_status_list_token",
+    "status_at",
     "trusted_key_from_jwk",
+    "verify_access_token",
+    "verify_presentation",
     "verify_signature",
+    "verify_status_list_token",
     "verify_token",
 ]

@@ -8,6 +8,7 @@ never imports FastAPI and never reads the environment: the composition root
 
 from __future__ import annotations
 
+from vault._access import AccessEntry, Accessor
 from vault._audit import AuditEvent, AuditReport
 from vault._db import Database, DatabaseConflict, DatabaseError, normalise_database_url
 from vault._issuance import request_hash
@@ -28,6 +29,8 @@ from vault._vault import BulkItem, Vault
 
 __all__ = [
     "CHINA_TIME",
+    "AccessEntry",
+    "Accessor",
     "AuditEvent",
     "AuditReport",
     "BulkItem",

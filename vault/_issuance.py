@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -98,8 +98,17 @@ def build_rows(
     *,
     now: datetime,
     actor: str,
+    slots: Sequence[tuple[str, int]] | None = None,
+    status_uri: Callable[[str], str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[AuditEntry]]:
-    """Sign and shape every item; *first_sequences* holds each group's first reserved number."""
+    """Sign and shape every item; *first_sequences* holds each group's first reserved number.
+
+    *slots* (one ``(status list, index)`` per item, from ``allocate_status_slots``) and
+    *status_uri* (list name → URI) give each licence its Token Status List reference.
+    """
+    if (slots is None) != (status_uri is None) or (slots is not None and len(slots) != len(items)):
+        raise ValueError("build_rows needs one status slot per item and a status_uri, or neither")
+    uris: dict[str, str] = {}
     year = now.astimezone(CHINA_TIME).year
     # Identifiers for each group's reserved range, formatted in one go (GB/T 36904).
     sizes = Counter((item.request.licence_type, item.request.issuer, year) for item in items)
@@ -116,7 +125,7 @@ def build_rows(
     rows: list[dict[str, Any]] = []
     audit: list[AuditEntry] = []
     iat = int(now.timestamp())
-    for item in items:
+    for position, item in enumerate(items):
         req = item.request
         group = (req.licence_type, req.issuer, year)
         seq, identifier = next(pending[group])
@@ -131,6 +140,15 @@ def build_rows(
         }
         if exp is not None:
             claims["exp"] = int(exp.timestamp())
+        slot_list: str | None = None
+        slot_index: int | None = None
+        if slots is not None and status_uri is not None:
+            slot_list, slot_index = slots[position]
+            uri = uris.get(slot_list)
+            if uri is None:
+                uri = uris[slot_list] = status_uri(slot_list)
+            # The Referenced Token claim (draft-ietf-oauth-status-list §6.1).
+            claims["status"] = {"status_list": {"idx": slot_index, "uri": uri}}
         claims.update(
             {
                 "licence_type": req.licence_type,
@@ -170,6 +188,8 @@ def build_rows(
                 "status_changed_at": None,
                 "idempotency_key": item.idempotency_key,
                 "request_hash": item.request_hash,
+                "status_list": slot_list,
+                "status_index": slot_index,
             }
         )
         audit.append(

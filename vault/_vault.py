@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hsm import KeyBackend, SecretPurpose, SignatureAlgorithm
-from schemas import LicenceCreate, LicenceIdentifier, LicenceTypeRegistry, validate_uscc
+from schemas import (
+    LicenceCreate,
+    LicenceIdentifier,
+    LicenceTypeRegistry,
+    mask_holder_id,
+    validate_citizen_id,
+    validate_uscc,
+)
 from schemas.errors import (
     AlreadyExists,
     IdempotencyConflict,
@@ -24,6 +32,7 @@ from schemas.errors import (
     YinxinError,
 )
 from signing import TrustStore, verify_token
+from vault._access import AccessEntry, Accessor, check_purpose, list_access, record_access
 from vault._audit import AuditEntry, AuditEvent, AuditLog, AuditReport
 from vault._db import Database, DatabaseConflict
 from vault._issuance import (
@@ -40,6 +49,7 @@ from vault._issuance import (
 )
 from vault._keys import KeyRegistry
 from vault._models import DepartmentRecord, LicenceRecord, StatusChangeRecord
+from vault._status_lists import allocate_status_slots, status_list_uri
 from vault._types import (
     CHINA_TIME,
     BulkOutcome,
@@ -95,8 +105,11 @@ class Vault:
         licence_types: LicenceTypeRegistry,
         *,
         clock: Clock = system_clock,
+        public_url: str = "http://127.0.0.1:8000",
     ) -> None:
         self.db = db
+        # Where this service is reachable: status list URIs and QR links are built on it.
+        self.public_url = public_url.rstrip("/")
         self.backend = backend
         self.types = licence_types
         self.clock = clock
@@ -246,7 +259,17 @@ class Vault:
                 (t, i, year): allocate_serials(s, self.db.dialect, t, i, year, n)
                 for (t, i), n in sorted(groups.items())
             }
-            rows, audit = build_rows(self.backend, prepared, firsts, now=now, actor=actor)
+            # Lock order: serial counters, then the status list, then the audit head.
+            slots = allocate_status_slots(s, len(prepared), now=now) if prepared else []
+            rows, audit = build_rows(
+                self.backend,
+                prepared,
+                firsts,
+                now=now,
+                actor=actor,
+                slots=slots,
+                status_uri=functools.partial(status_list_uri, self.public_url),
+            )
             store_rows(s, rows)
             self.audit.append_many(s, audit, at=now)
         for index, item in enumerate(items):
@@ -319,6 +342,60 @@ class Vault:
                 .order_by(LicenceRecord.issued_at)
             ).scalars()
             return [self._to_licence(s, r) for r in rows]
+
+    def read_licence(self, identifier: str, who: Accessor) -> Licence:
+        """An API look-up of one licence: recorded in the access log, found or not."""
+        LicenceIdentifier.parse(identifier)
+        who = replace(who, purpose=check_purpose(who.purpose))
+        with self.db.write() as s:
+            row = s.get(LicenceRecord, identifier)
+            record_access(
+                s,
+                who,
+                action="licence.read",
+                at=self.clock(),
+                result_count=0 if row is None else 1,
+                identifier=identifier,
+            )
+            licence = self._to_licence(s, row) if row is not None else None
+        if licence is None:
+            raise LicenceNotFound(f"no licence with identifier {identifier} in this vault")
+        return licence
+
+    def lookup_holder(self, id_type: str, holder_id: str, who: Accessor) -> list[Licence]:
+        """零材料 reuse: a holder's licences, for a stated purpose; recorded in the access log."""
+        if id_type == "001":
+            holder_id = validate_uscc(holder_id)
+        elif id_type == "111":
+            holder_id = validate_citizen_id(holder_id)
+        else:
+            raise InvalidInput(f"holder ID type must be 001 (USCC) or 111 (citizen ID), not {id_type[:10]!r}")
+        who = replace(who, purpose=check_purpose(who.purpose))
+        index = holder_index(self.backend, id_type, holder_id)
+        with self.db.write() as s:
+            rows = (
+                s.execute(
+                    select(LicenceRecord)
+                    .where(LicenceRecord.holder_id_index == index, LicenceRecord.holder_id_type == id_type)
+                    .order_by(LicenceRecord.issued_at)
+                )
+                .scalars()
+                .all()
+            )
+            record_access(
+                s,
+                who,
+                action="holder.lookup",
+                at=self.clock(),
+                result_count=len(rows),
+                holder_id_index=index,
+                holder_id_masked=mask_holder_id(id_type, holder_id),
+            )
+            return [self._to_licence(s, r) for r in rows]
+
+    def access_log(self, identifier: str, *, limit: int = 200) -> list[AccessEntry]:
+        with self.db.read() as s:
+            return list_access(s, identifier, limit=limit)
 
     def holder_id(self, identifier: str) -> str:
         """Decrypt a licence's full holder ID number (for authorised display only; never log it)."""

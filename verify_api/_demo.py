@@ -7,7 +7,9 @@ departments; registers them and gives them keys on first run, re-uses them after
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from hsm import SignatureAlgorithm
@@ -15,13 +17,16 @@ from schemas import LicenceCreate
 from vault import Vault
 from verify_api import _render as render
 
-__all__ = ["DEMO_DEPARTMENTS", "run_demo"]
+__all__ = ["DEMO_DEPARTMENTS", "DEMO_VERIFIER", "run_demo", "seed_service_demo"]
 
 # The issuers named in the licence types' example requests (schemas/licence_types/*.json).
 DEMO_DEPARTMENTS = {
     "11110101000000123B": "北京市东城区市场监督管理局",
     "11110101000000456Q": "北京市东城区卫生健康委员会",
 }
+# A verifying department (用证部门): reads licences of others for a stated purpose.
+DEMO_VERIFIER = ("111101010000007896", "北京市东城区人力资源和社会保障局")
+DEMO_CREDENTIALS_FILE = "demo-credentials.json"
 DEMO_TYPE = "11100000000013101Q001"  # 个体工商户营业执照
 
 
@@ -93,3 +98,57 @@ def run_demo(vault: Vault, *, json_output: bool = False, actor: str = "demo") ->
             "  .venv/bin/yinxin types list\n"
         )
     return 0 if ok else 1
+
+
+def seed_service_demo(
+    vault: Vault, home: Path, *, actor: str = "demo"
+) -> tuple[list[str], dict[str, Any] | None]:
+    """What `make run` serves: issuing and verifying departments, their API clients, a few licences.
+
+    API client credentials are created once and written to ``home/demo-credentials.json``
+    (mode 0600); the new secrets are returned so the caller can print them once. Later runs
+    find the file and create no new clients.
+    """
+    from vault._clients import ClientRegistry
+
+    done = ensure_demo_departments(vault, actor)
+    code, name = DEMO_VERIFIER
+    if code not in {d.code for d in vault.departments()}:
+        vault.add_department(code, name, actor=actor)
+        done.append(f"registered verifying department {code} {name}")
+    path = home / DEMO_CREDENTIALS_FILE
+    created: dict[str, Any] | None = None
+    if not path.exists():
+        registry = ClientRegistry(vault)
+        clients = {}
+        for label, dept, scopes in (
+            (
+                "market_regulator",
+                "11110101000000123B",
+                "licence:issue licence:read licence:manage licence:verify",
+            ),
+            (
+                "health_commission",
+                "11110101000000456Q",
+                "licence:issue licence:read licence:manage licence:verify",
+            ),
+            ("verifier", code, "licence:read licence:verify"),
+        ):
+            new = registry.add(dept, scopes, actor=actor)
+            clients[label] = {
+                "client_id": new.client_id,
+                "client_secret": new.client_secret,
+                "department": dept,
+                "scopes": " ".join(sorted(new.scopes)),
+            }
+        created = {"token_url": f"{vault.public_url}/v1/oauth/token", "clients": clients}
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(created, fh, ensure_ascii=False, indent=2)
+        done.append(f"created 3 API clients; credentials written to {path}")
+        for t in vault.types.all():
+            lic = vault.issue(LicenceCreate.model_validate(t.example), actor=actor).licence
+            done.append(f"issued {t.name}: {lic.identifier}")
+    else:
+        done.append(f"API clients exist; credentials are in {path}")
+    return done, created

@@ -14,9 +14,12 @@ from fastapi import FastAPI
 from hsm import open_backend
 from schemas import load_licence_types
 from vault import Clock, Database, Vault, system_clock
+from verify_api.metrics import Metrics
+from verify_api.middleware import install_middleware
 from verify_api.problems import install_problem_handlers
 from verify_api.routes import ROUTERS
 from verify_api.settings import Settings, load_settings
+from verify_api.wiring import configure_logging
 
 __all__ = ["app_from_environment", "create_app"]
 
@@ -34,7 +37,7 @@ def create_app(settings: Settings, *, vault: Vault | None = None, clock: Clock =
             return
         db = Database(settings.resolved_database_url())
         backend = open_backend(settings.backend_config())
-        opened = Vault(db, backend, load_licence_types(), clock=clock)
+        opened = Vault(db, backend, load_licence_types(), clock=clock, public_url=settings.public_url)
         app.state.vault = opened
         try:
             yield
@@ -47,11 +50,16 @@ def create_app(settings: Settings, *, vault: Vault | None = None, clock: Clock =
         version=API_VERSION,
         description="Electronic licences (电子证照): issue, look up with a stated purpose, verify, revoke.",
         lifespan=lifespan,
+        # FastAPI's Swagger UI and ReDoc load scripts from a CDN; routes/api_docs.py serves /docs itself.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.settings = settings
     if vault is not None:
         app.state.vault = vault
     install_problem_handlers(app)
+    install_middleware(app, settings, Metrics(multiprocess_dir=settings.prometheus_multiproc_dir))
     for router in ROUTERS:
         app.include_router(router)
     return app
@@ -59,4 +67,6 @@ def create_app(settings: Settings, *, vault: Vault | None = None, clock: Clock =
 
 def app_from_environment() -> FastAPI:
     """uvicorn factory for ``yinxin serve``: settings from the environment, once per worker."""
-    return create_app(load_settings())
+    settings = load_settings()
+    configure_logging(settings)  # worker processes are spawned: each configures its own logging
+    return create_app(settings)

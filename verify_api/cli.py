@@ -22,7 +22,10 @@ from schemas import LicenceIdentifier, load_licence_types, parse_licence_request
 from schemas.errors import InputTooLarge, InvalidInput, YinxinError
 from signing import MAX_TOKEN_BYTES, jwks_document
 from vault import LicenceStatus
+from vault._access_tokens import ensure_service_key
+from vault._status_publisher import ensure_status_list_key
 from verify_api import _render as render
+from verify_api._serve import cmd_serve
 from verify_api.settings import Settings, load_settings
 from verify_api.wiring import configure_logging, open_vault
 
@@ -74,6 +77,10 @@ def _read_limited(path: str, limit: int, what: str) -> bytes:
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     with open_vault(settings, migrate=True) as v:
         steps = v.initialise(actor=_actor())
+        service = ensure_service_key(v, actor=_actor())
+        steps.append(f"service-token key {service.kid}")
+        status_key = ensure_status_list_key(v)
+        steps.append(f"status-list key {status_key.kid}")
         document = {
             "home": str(settings.home),
             "database": v.db.url,
@@ -250,6 +257,26 @@ def cmd_audit_log(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_seed_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from verify_api._demo import seed_service_demo
+
+    with open_vault(settings) as v:
+        steps, created = seed_service_demo(v, settings.home, actor=_actor())
+    document = {"steps": steps, "credentials": created}
+
+    def human() -> str:
+        lines = list(steps)
+        if created:
+            lines.append("")
+            lines.append("API client credentials (shown once; also in the credentials file, mode 0600):")
+            for label, c in created["clients"].items():
+                lines.append(f"  {label:<18} {c['client_id']}  {c['client_secret']}  [{c['scopes']}]")
+        return "\n".join(lines)
+
+    _emit(args, document, human)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from verify_api._demo import run_demo
 
@@ -335,6 +362,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--limit", type=int, default=50)
 
     add("demo", cmd_demo, "issue, verify, revoke and verify again a demo licence")
+    add("seed-demo", cmd_seed_demo, "seed the service demo: departments, API clients, licences")
+
+    sp = add("serve", cmd_serve, "run the HTTP API (uvicorn)")
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    sp.add_argument("--workers", type=int, default=1, help="worker processes, 1 to 32 (default 1)")
+    sp.add_argument(
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        help="the reverse proxy's addresses (comma-separated): trust its X-Forwarded-For/-Proto",
+    )
+
+    # Imported here: these modules import helpers from this one.
+    from verify_api._cli_clients import add_client_commands
+
+    add_client_commands(sub, add)
     return p
 
 

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas.errors import YinxinError
+from verify_api._request_id import current_request_id
 
 __all__ = ["PROBLEM_JSON", "Problem", "install_problem_handlers", "problem_response", "problem_type"]
 
@@ -95,6 +96,13 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def _instance(request: Request) -> str:
+    """The route template, not the raw path: paths can carry ID numbers and tokens (DESIGN §5.10)."""
+    route = request.scope.get("route")
+    template = getattr(route, "path", None)
+    return str(template) if template else "unmatched"
+
+
 def _field_path(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
@@ -103,12 +111,12 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(YinxinError)
     async def _yinxin(request: Request, exc: YinxinError) -> JSONResponse:
-        return problem_response(exc.http_status, exc.code, exc.message, instance=request.url.path)
+        return problem_response(exc.http_status, exc.code, exc.message, instance=_instance(request))
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return problem_response(
-            exc.status, exc.code, exc.detail, instance=request.url.path, headers=exc.headers, **exc.extra
+            exc.status, exc.code, exc.detail, instance=_instance(request), headers=exc.headers, **exc.extra
         )
 
     @app.exception_handler(RequestValidationError)
@@ -119,26 +127,26 @@ def install_problem_handlers(app: FastAPI) -> None:
         ]
         first = errors[0] if errors else {"field": "body", "message": "invalid"}
         detail = f"{first['field']}: {first['message']}"
-        return problem_response(422, "invalid_input", detail, instance=request.url.path, errors=errors)
+        return problem_response(422, "invalid_input", detail, instance=_instance(request), errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "error")
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "error")
         return problem_response(
-            exc.status_code, code, detail, instance=request.url.path, headers=dict(exc.headers or {})
+            exc.status_code, code, detail, instance=_instance(request), headers=dict(exc.headers or {})
         )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        correlation = uuid.uuid4().hex[:12]
+        correlation = current_request_id() or uuid.uuid4().hex[:12]  # the X-Request-ID, when there is one
         log.exception(
-            "internal error on %s %s (correlation id %s)", request.method, request.url.path, correlation
+            "internal error on %s %s (correlation id %s)", request.method, _instance(request), correlation
         )
         return problem_response(
             500,
             "internal_error",
             f"an internal error occurred; quote correlation id {correlation} to the operator",
-            instance=request.url.path,
+            instance=_instance(request),
             correlation_id=correlation,
         )

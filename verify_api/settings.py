@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hsm import BackendConfig
@@ -35,6 +35,28 @@ class Settings(BaseSettings):
     pkcs11_pin_file: Path | None = None
     pkcs11_sessions: int = Field(default=4, ge=1, le=64)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        pattern=r"^https?://[^\s/?#]+(:[0-9]{1,5})?(/[^\s?#]*)?$",
+        max_length=200,
+        description="the service's public base URL (QR links, status list URIs)",
+    )
+    # HTTP platform (verify_api.middleware, verify_api.ratelimit, verify_api.metrics).
+    max_body_bytes: int = Field(
+        default=65536, ge=1024, le=16 * 1024 * 1024, description="largest request body accepted (413 above)"
+    )
+    verify_rate_per_minute: float = Field(
+        default=60, gt=0, le=100_000, description="POST /v1/verify: sustained requests per minute per client"
+    )
+    verify_burst: int = Field(
+        default=30, ge=1, le=10_000, description="POST /v1/verify: requests a client may make at once"
+    )
+    # prometheus_client's own variable (no YINXIN_ prefix): set, it switches to multiprocess mode.
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"),
+        description="directory shared by the workers' metric files (several uvicorn workers)",
+    )
 
     @property
     def development(self) -> bool:

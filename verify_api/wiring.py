@@ -10,6 +10,7 @@ from hsm import open_backend
 from schemas import load_licence_types
 from schemas.errors import ConfigurationError
 from vault import Clock, Database, Vault, system_clock
+from verify_api._request_id import RequestIdFilter
 from verify_api.settings import Settings
 
 __all__ = ["configure_logging", "open_vault"]
@@ -25,6 +26,7 @@ def configure_logging(settings: Settings) -> None:
     console = logging.StreamHandler()
     console.setLevel(settings.log_level)
     console.setFormatter(logging.Formatter("yinxin: %(levelname)s: %(message)s"))
+    console.addFilter(RequestIdFilter())
     console.yinxin_handler = True  # type: ignore[attr-defined]
     root.addHandler(console)
     try:
@@ -33,7 +35,10 @@ def configure_logging(settings: Settings) -> None:
     except OSError:
         return
     file_handler.setLevel(logging.INFO)
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    file_handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+    )
+    file_handler.addFilter(RequestIdFilter())
     file_handler.yinxin_handler = True  # type: ignore[attr-defined]
     root.addHandler(file_handler)
 
@@ -50,7 +55,7 @@ def open_vault(settings: Settings, *, clock: Clock = system_clock, migrate: bool
             )
         backend = open_backend(settings.backend_config())
         try:
-            yield Vault(db, backend, load_licence_types(), clock=clock)
+            yield Vault(db, backend, load_licence_types(), clock=clock, public_url=settings.public_url)
         finally:
             backend.close()
     finally:

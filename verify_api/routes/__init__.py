@@ -4,6 +4,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from verify_api.routes import api_docs, health, jwks, licences, oauth, page, qr, status_lists, verify
+
 __all__ = ["ROUTERS"]
 
-ROUTERS: list[APIRouter] = []
+ROUTERS: list[APIRouter] = [
+    health.router,
+    api_docs.router,
+    oauth.router,
+    licences.router,
+    qr.router,
+    verify.router,
+    status_lists.router,
+    jwks.router,
+    page.router,
+]

@@ -1,0 +1,136 @@
+"""Presentation tokens for stored licences: sign one for a QR code, judge one that was scanned.
+
+A presentation token (``signing._presentation``) names a licence and is signed
+by the key that issued it. Verifying it mirrors :func:`vault._verification.judge`
+with one difference: the token is not the stored licence token, so there is no
+exact-token comparison. The rules, in order:
+
+1. the token's own checks (format, key, bound algorithm, signature, claims)
+   fail → ``invalid``; an ``exp`` in the past alone does not stop here;
+2. the licence named by ``sub`` is not in this vault → ``invalid``;
+3. the token's ``kid`` is not the key that issued the licence → ``invalid``;
+4. the licence's live state: revoked and suspended win over the validity
+   window, then ``not_yet_valid`` / ``expired`` / ``valid``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final
+
+from schemas.errors import Conflict, InvalidInput, KeyNotFound, LicenceNotFound
+from signing import TokenVerdict, sign_presentation, verify_presentation
+from vault._types import Licence, LicenceStatus, Verdict, licence_window
+from vault._vault import Vault
+from vault._verification import signature_holds
+
+__all__ = [
+    "DEFAULT_PUBLIC_URL",
+    "IssuingKeyUnavailable",
+    "presentation_for",
+    "public_url",
+    "verify_presentation_token",
+]
+
+DEFAULT_PUBLIC_URL: Final = "http://127.0.0.1:8000"
+
+
+class IssuingKeyUnavailable(Conflict):
+    """The key that issued a licence is gone from the backend, so it cannot sign a presentation."""
+
+    code = "issuing_key_unavailable"
+
+
+def public_url(vault: Vault) -> str:
+    """Where the verification page is reached from outside (``YINXIN_PUBLIC_URL``)."""
+    value = getattr(vault, "public_url", None)
+    return value if isinstance(value, str) and value else DEFAULT_PUBLIC_URL
+
+
+def presentation_for(vault: Vault, identifier: str) -> str:
+    """A presentation token for the stored licence *identifier*, signed by its issuing key.
+
+    Raises ``LicenceNotFound`` / ``InvalidIdentifier`` for an unknown or
+    malformed identifier, ``Conflict`` for a licence past its validity, and
+    :class:`IssuingKeyUnavailable` when the issuing
+    key is no longer in the backend (destroyed after rotation): re-issue the
+    licence under the current key to give it a QR code again.
+    """
+    licence = vault.get(identifier)
+    now = vault.clock()
+    _, end = licence_window(licence.valid_from, licence.valid_until)
+    if end is not None and end <= now:
+        # exp must follow iat; an expired licence gets no new QR code (409: the licence's state,
+        # not the request, is the obstacle).
+        raise Conflict(
+            f"licence {licence.identifier} expired on {licence.valid_until}: an expired licence gets no "
+            "QR code"
+        )
+    try:
+        # A destroyed key may still be listed (its public half stays); signing is the real test.
+        key = vault.backend.get_key(licence.kid)
+        return sign_presentation(vault.backend, key, licence.identifier, iat=now, exp=end)
+    except KeyNotFound:
+        raise IssuingKeyUnavailable(
+            f"the key {licence.kid} that issued licence {licence.identifier} is no longer in the "
+            f"{vault.backend.name} key backend, so no QR code can be signed for it: re-issue the licence"
+        ) from None
+
+
+def verify_presentation_token(vault: Vault, token: str | bytes) -> Verdict:
+    """Signature, key, time and the licence's live status; never raises for a bad token."""
+    now = vault.clock()
+    trust = vault.trust_store()
+    tv = verify_presentation(token, trust, now=now)
+    if "unknown_key" in tv.codes and tv.kid is not None:
+        # Another process may have added the key since this one cached the trust store.
+        trust = vault.trust_store(refresh=True)
+        if trust.get(tv.kid) is not None:
+            tv = verify_presentation(token, trust, now=now)
+    if not signature_holds(tv):
+        return Verdict(False, LicenceStatus.INVALID, tv.reasons, tv.codes, now, tv.kid)
+    identifier = str((tv.claims or {}).get("sub", ""))
+    try:
+        licence: Licence | None = vault.get(identifier)
+    except (LicenceNotFound, InvalidInput):
+        licence = None
+    if licence is None:
+        return Verdict(
+            False,
+            LicenceStatus.INVALID,
+            (f"licence {identifier} is not in this vault (signed by a known key, but never stored here)",),
+            ("unknown_licence",),
+            now,
+            tv.kid,
+        )
+    if licence.kid != tv.kid:
+        return Verdict(
+            False,
+            LicenceStatus.INVALID,
+            ("the code was not signed by the key that issued this licence",),
+            ("key_mismatch",),
+            now,
+            tv.kid,
+            licence.summary(),
+        )
+    return _live_verdict(vault, tv, licence, now)
+
+
+def _live_verdict(vault: Vault, tv: TokenVerdict, licence: Licence, now: datetime) -> Verdict:
+    status = licence.effective_status(now)
+    if status == LicenceStatus.VALID and not tv.valid:
+        # The token's exp is the licence's own end, so this only happens if the record's
+        # window and the token disagree; trust the stricter answer.
+        status = LicenceStatus.EXPIRED
+    reasons: list[str] = []
+    codes: list[str] = []
+    if status in (LicenceStatus.REVOKED, LicenceStatus.SUSPENDED):
+        history = vault.status_history(licence.identifier)
+        last_reason = history[-1].reason if history else ""
+        reasons.append(f"licence is {status}" + (f": {last_reason}" if last_reason else ""))
+        codes.append(status)
+    elif status != LicenceStatus.VALID:
+        reasons.extend(tv.reasons or (f"licence is {status.replace('_', ' ')}",))
+        codes.append(status)
+    valid = status == LicenceStatus.VALID
+    return Verdict(valid, status, tuple(reasons), tuple(codes), now, tv.kid, licence.summary())

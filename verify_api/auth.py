@@ -1,0 +1,228 @@
+"""Bearer-token authorisation for the HTTP API (RFC 6750) with RFC 9068 access tokens.
+
+A route states the scope it needs; the dependency hands it the caller::
+
+    IssuerDep = Annotated[Principal, Depends(require_scope("licence:issue"))]
+
+    @router.post("/v1/licences")
+    def issue(body: LicenceCreateIn, principal: IssuerDep, vault: VaultDep) -> ...:
+        require_own_department(principal, body.issuer)
+
+No token, or one that is malformed, expired, not signed by a service key or
+held by a disabled client: 401 with ``WWW-Authenticate: Bearer …``
+(RFC 6750 §3). A good token without the scope: 403 with
+``error="insufficient_scope"`` and the scope needed (RFC 6750 §3.1). Bodies
+are problem+json like every other API error; the token itself is never
+logged nor echoed.
+
+The access-token trust store holds the service keys only. It is built once
+per app and kept on ``app.state``; a token naming a kid it does not know
+triggers a refresh (at most one every few seconds once a service key is
+known, so random kids cannot turn every request into a database query).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from fastapi import Request
+
+from schemas.errors import InvalidInput
+from signing import TrustStore
+from signing._access_token import ACCESS_TOKEN_AUDIENCE, InvalidAccessToken, verify_access_token
+from vault import Vault
+from vault._access_tokens import service_trust_store
+from vault._clients import SCOPES, ClientRegistry
+from verify_api.problems import Problem
+
+__all__ = [
+    "AccessTokenTrust",
+    "Principal",
+    "access_token_trust",
+    "client_registry",
+    "require_own_department",
+    "require_scope",
+]
+
+log = logging.getLogger("yinxin.api")
+
+REALM: Final = "yinxin"
+# RFC 6750 §2.1: credentials = "Bearer" 1*SP b64token; the scheme is case-insensitive (RFC 9110 §11.1).
+_BEARER_RE: Final = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9\-._~+/]+=*)")
+# error_description is limited to %x20-21 / %x23-5B / %x5D-7E (RFC 6750 §3).
+_DESCRIPTION_UNSAFE: Final = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: an API client of one department, with the scopes its token grants."""
+
+    client_id: str
+    department_code: str
+    scopes: frozenset[str]
+
+
+class AccessTokenTrust:
+    """The service keys that verify access tokens, refreshed when an unknown kid shows up."""
+
+    def __init__(self, vault: Vault, *, min_refresh_seconds: float = 5.0) -> None:
+        self._vault = vault
+        self._min_refresh = min_refresh_seconds
+        self._lock = threading.Lock()
+        self._store: TrustStore | None = None
+        self._refreshed_at = 0.0
+
+    def store(self) -> TrustStore:
+        with self._lock:
+            if self._store is None:
+                self._load()
+            assert self._store is not None
+            return self._store
+
+    def refresh_for(self, kid: str | None, *, force: bool = False) -> bool:
+        """Reload if *kid* is not known yet (rate-limited unless *force*); whether it is known now."""
+        with self._lock:
+            if self._store is not None and kid is not None and kid in self._store:
+                return True
+            # An empty store means no service key yet: the first token, made by another worker,
+            # must be accepted at once. Otherwise unknown kids reload at most every few seconds.
+            due = time.monotonic() - self._refreshed_at >= self._min_refresh
+            if force or due or self._store is None or len(self._store) == 0:
+                self._load()
+            return self._store is not None and kid is not None and kid in self._store
+
+    def _load(self) -> None:
+        self._store = service_trust_store(self._vault)
+        self._refreshed_at = time.monotonic()
+
+
+def _vault(request: Request) -> Vault:
+    vault: Vault = request.app.state.vault
+    return vault
+
+
+def client_registry(request: Request) -> ClientRegistry:
+    """The app's client registry (authentication cache, service key), made on first use."""
+    registry: ClientRegistry | None = getattr(request.app.state, "clients", None)
+    if registry is None:
+        registry = ClientRegistry(_vault(request))
+        request.app.state.clients = registry
+    return registry
+
+
+def access_token_trust(request: Request) -> AccessTokenTrust:
+    """The app's access-token trust store, made on first use."""
+    trust: AccessTokenTrust | None = getattr(request.app.state, "access_token_trust", None)
+    if trust is None:
+        trust = AccessTokenTrust(_vault(request))
+        request.app.state.access_token_trust = trust
+    return trust
+
+
+def _challenge(error: str | None = None, description: str | None = None, scope: str | None = None) -> str:
+    params = [f'realm="{REALM}"']
+    if error is not None:
+        params.append(f'error="{error}"')
+    if description is not None:
+        params.append(f'error_description="{_DESCRIPTION_UNSAFE.sub("", description)}"')
+    if scope is not None:
+        params.append(f'scope="{scope}"')
+    return "Bearer " + ", ".join(params)
+
+
+def _unauthorised(detail: str, *, error: str | None = "invalid_token") -> Problem:
+    code = error or "unauthorised"
+    return Problem(
+        401, code, detail, headers={"WWW-Authenticate": _challenge(error, detail if error else None)}
+    )
+
+
+def _bearer_token(request: Request) -> str:
+    values = request.headers.getlist("authorization")
+    if not values:
+        # RFC 6750 §3.1: a request with no credentials at all gets a challenge without an error code.
+        raise _unauthorised(
+            "this endpoint needs an access token: send 'Authorization: Bearer TOKEN' "
+            "(get one from POST /v1/oauth/token)",
+            error=None,
+        )
+    if len(values) > 1:
+        raise _unauthorised("send exactly one Authorization header")
+    match = _BEARER_RE.fullmatch(values[0].strip())
+    if match is None:
+        if not values[0].strip().lower().startswith("bearer"):
+            # Another scheme (Basic …) counts as no credentials for this resource (RFC 6750 §3.1).
+            raise _unauthorised(
+                "this endpoint takes OAuth bearer tokens only: send 'Authorization: Bearer TOKEN' "
+                "(get one from POST /v1/oauth/token)",
+                error=None,
+            )
+        raise _unauthorised("the Authorization header does not hold a bearer token (RFC 6750 §2.1)")
+    return match.group(1)
+
+
+def _verify(request: Request, token: str) -> Principal:
+    trust = access_token_trust(request)
+    now = _vault(request).clock()
+    try:
+        try:
+            claims = verify_access_token(token, trust.store(), now=now, audience=ACCESS_TOKEN_AUDIENCE)
+        except InvalidAccessToken as exc:
+            # Another worker may have created the service key after this one loaded the store.
+            if exc.details.get("reason") != "unknown_key" or not trust.refresh_for(_kid_of(exc)):
+                raise
+            claims = verify_access_token(token, trust.store(), now=now, audience=ACCESS_TOKEN_AUDIENCE)
+    except InvalidAccessToken as exc:
+        log.info("refused an access token: %s", exc.details.get("reason", "invalid"))
+        raise _unauthorised(str(exc)) from None
+    client_id = claims["client_id"]
+    if not client_registry(request).is_enabled(client_id):
+        raise _unauthorised(f"client {client_id} is disabled or unknown: its tokens are no longer accepted")
+    return Principal(client_id, claims["dept"], frozenset(claims["scope"].split()))
+
+
+def _kid_of(exc: InvalidAccessToken) -> str | None:
+    kid = exc.details.get("kid")
+    return kid if isinstance(kid, str) else None
+
+
+def require_scope(scope: str) -> Callable[[Request], Principal]:
+    """A dependency that admits callers whose access token grants *scope*; it returns the caller.
+
+    Use it as ``Annotated[Principal, Depends(require_scope("licence:read"))]``.
+    """
+    if scope not in SCOPES:
+        raise InvalidInput(f"unknown scope {scope!r}: use one of {', '.join(sorted(SCOPES))}")
+
+    def dependency(request: Request) -> Principal:
+        principal = _verify(request, _bearer_token(request))
+        if scope not in principal.scopes:
+            raise Problem(
+                403,
+                "insufficient_scope",
+                f"this operation needs scope {scope}; the access token grants "
+                f"{' '.join(sorted(principal.scopes))}: ask for a token with scope {scope}",
+                headers={"WWW-Authenticate": _challenge("insufficient_scope", scope=scope)},
+            )
+        request.state.principal = principal
+        return principal
+
+    dependency.__name__ = f"require_scope_{scope.replace(':', '_')}"
+    return dependency
+
+
+def require_own_department(principal: Principal, department_code: str) -> None:
+    """403 unless *principal* acts for *department_code*: a department manages only its own licences."""
+    if principal.department_code != department_code:
+        raise Problem(
+            403,
+            "other_department",
+            f"a department manages only its own licences: client {principal.client_id} acts for "
+            f"{principal.department_code}, not {str(department_code)[:40]}",
+        )
