@@ -19,19 +19,28 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-# SoftHSM2 for the PKCS#11 tests: installed with root and apt, otherwise those tests
-# skip locally (and fail in CI, where CI=true forbids skipping them).
+# Debian packages the tests use: SoftHSM2 (PKCS#11 tests), Chromium and a CJK font (the
+# verification page in a real browser). Installed with root and apt; without them those tests
+# skip locally and fail in CI, where CI=true forbids skipping them.
+SYSTEM_PACKAGES := softhsm2 chromium fonts-noto-cjk
 system-deps:
-	@if ! ls /usr/lib/softhsm/libsofthsm2.so /usr/lib/*/softhsm/libsofthsm2.so >/dev/null 2>&1; then \
+	@missing=""; \
+	ls /usr/lib/softhsm/libsofthsm2.so /usr/lib/*/softhsm/libsofthsm2.so >/dev/null 2>&1 || missing="$$missing softhsm2"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	fc-list 2>/dev/null | grep -qi "noto sans cjk" || missing="$$missing fonts-noto-cjk"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing softhsm2 (apt)"; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2) >/dev/null; \
-	  else echo "softhsm2 not installed and no root/apt: PKCS#11 tests will be skipped"; fi; \
+	    echo "installing$$missing (apt)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null; \
+	  else echo "missing$$missing and no root/apt: the tests needing them will be skipped"; fi; \
 	fi
 
 run: venv
 	$(VENV)/bin/yinxin init
 	$(VENV)/bin/yinxin demo
+	$(VENV)/bin/yinxin seed-demo
+	@echo "serving on http://127.0.0.1:8000 (Ctrl-C stops): /docs, /healthz, /.well-known/jwks.json"
+	$(VENV)/bin/yinxin serve --host 127.0.0.1 --port 8000
 
 test: venv system-deps
 	$(PY) -m pytest -q
