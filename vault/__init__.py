@@ -9,9 +9,14 @@ never imports FastAPI and never reads the environment: the composition root
 from __future__ import annotations
 
 from vault._access import AccessEntry, Accessor
+from vault._access_tokens import KEY_PURPOSE_SERVICE_TOKEN, ensure_service_key, service_trust_store
 from vault._audit import AuditEvent, AuditReport
+from vault._clients import SCOPES as CLIENT_SCOPES
+from vault._clients import AuthenticatedClient, ClientInfo, ClientRegistry, InvalidScope, NewClient
 from vault._db import Database, DatabaseConflict, DatabaseError, normalise_database_url
 from vault._issuance import request_hash
+from vault._presentation import IssuingKeyUnavailable, presentation_for, verify_presentation_token
+from vault._status_publisher import StatusListPublisher, ensure_status_list_key, status_list_trust_store
 from vault._types import (
     CHINA_TIME,
     BulkOutcome,
@@ -29,25 +34,40 @@ from vault._vault import BulkItem, Vault
 
 __all__ = [
     "CHINA_TIME",
+    "CLIENT_SCOPES",
+    "KEY_PURPOSE_SERVICE_TOKEN",
     "AccessEntry",
     "Accessor",
     "AuditEvent",
     "AuditReport",
+    "AuthenticatedClient",
     "BulkItem",
     "BulkOutcome",
+    "ClientInfo",
+    "ClientRegistry",
     "Clock",
     "Database",
     "DatabaseConflict",
     "DatabaseError",
     "Department",
+    "InvalidScope",
     "IssueResult",
+    "IssuingKeyUnavailable",
     "KeyInfo",
     "Licence",
     "LicenceStatus",
+    "NewClient",
     "StatusChange",
+    "StatusListPublisher",
     "Vault",
     "Verdict",
+    "ensure_service_key",
+    "ensure_status_list_key",
     "normalise_database_url",
+    "presentation_for",
     "request_hash",
+    "service_trust_store",
+    "status_list_trust_store",
     "system_clock",
+    "verify_presentation_token",
 ]

@@ -21,9 +21,7 @@ from hsm import SignatureAlgorithm
 from schemas import LicenceIdentifier, load_licence_types, parse_licence_request
 from schemas.errors import InputTooLarge, InvalidInput, YinxinError
 from signing import MAX_TOKEN_BYTES, jwks_document
-from vault import LicenceStatus
-from vault._access_tokens import ensure_service_key
-from vault._status_publisher import ensure_status_list_key
+from vault import LicenceStatus, ensure_service_key, ensure_status_list_key
 from verify_api import _render as render
 from verify_api._serve import cmd_serve
 from verify_api.settings import Settings, load_settings

@@ -20,13 +20,14 @@ from collections.abc import Mapping
 from html import escape
 from typing import Any, Final
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse
 
 from schemas.errors import YinxinError
 from vault import CHINA_TIME, LicenceStatus, Verdict
 from vault._presentation import verify_presentation_token
 from verify_api.deps import VaultDep
+from verify_api.ratelimit import rate_limited
 
 __all__ = ["MAX_PAGE_TOKEN_BYTES", "SECURITY_HEADERS", "render_page", "router"]
 
@@ -203,6 +204,8 @@ def _page(verdict: Verdict, status_code: int = 200) -> HTMLResponse:
     response_class=HTMLResponse,
     summary="Verification page a licence QR code opens",
     responses={414: {"description": "Path over 2 KiB: not a presentation token"}},
+    # Public and each request reads the vault: the same per-address budget as POST /v1/verify.
+    dependencies=[Depends(rate_limited("verify"))],
 )
 def verification_page(token: str, vault: VaultDep) -> HTMLResponse:
     now = vault.clock()

@@ -1,0 +1,148 @@
+"""The read side of the licence repository: look-ups, the access log, holder data.
+
+A mixin of :class:`vault.Vault` (it uses the vault's database, key backend,
+licence types and clock); split out so each module keeps to one concern.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hsm import KeyBackend
+from schemas import LicenceIdentifier, LicenceTypeRegistry, mask_holder_id, validate_citizen_id, validate_uscc
+from schemas.errors import InvalidInput, LicenceNotFound, YinxinError
+from vault._access import AccessEntry, Accessor, check_purpose, list_access, record_access
+from vault._db import Database
+from vault._issuance import HOLDER_ENCRYPTION_LABEL, holder_index
+from vault._models import DepartmentRecord, LicenceRecord, StatusChangeRecord
+from vault._types import Clock, Licence, StatusChange
+
+__all__ = ["LicenceReader"]
+
+
+class LicenceReader:
+    db: Database
+    backend: KeyBackend
+    types: LicenceTypeRegistry
+    clock: Clock
+
+    def get(self, identifier: str) -> Licence:
+        LicenceIdentifier.parse(identifier)
+        with self.db.read() as s:
+            row = s.get(LicenceRecord, identifier)
+            if row is None:
+                raise LicenceNotFound(f"no licence with identifier {identifier} in this vault")
+            return self._to_licence(s, row)
+
+    def licences_for_holder(self, id_type: str, holder_id: str) -> list[Licence]:
+        index = holder_index(self.backend, id_type, holder_id)
+        with self.db.read() as s:
+            rows = s.execute(
+                select(LicenceRecord)
+                .where(LicenceRecord.holder_id_index == index, LicenceRecord.holder_id_type == id_type)
+                .order_by(LicenceRecord.issued_at)
+            ).scalars()
+            return [self._to_licence(s, r) for r in rows]
+
+    def read_licence(self, identifier: str, who: Accessor) -> Licence:
+        """An API look-up of one licence: recorded in the access log, found or not."""
+        LicenceIdentifier.parse(identifier)
+        who = replace(who, purpose=check_purpose(who.purpose))
+        with self.db.write() as s:
+            row = s.get(LicenceRecord, identifier)
+            record_access(
+                s,
+                who,
+                action="licence.read",
+                at=self.clock(),
+                result_count=0 if row is None else 1,
+                identifier=identifier,
+            )
+            licence = self._to_licence(s, row) if row is not None else None
+        if licence is None:
+            raise LicenceNotFound(f"no licence with identifier {identifier} in this vault")
+        return licence
+
+    def lookup_holder(self, id_type: str, holder_id: str, who: Accessor) -> list[Licence]:
+        """零材料 reuse: a holder's licences, for a stated purpose; recorded in the access log."""
+        if id_type == "001":
+            holder_id = validate_uscc(holder_id)
+        elif id_type == "111":
+            holder_id = validate_citizen_id(holder_id)
+        else:
+            raise InvalidInput(f"holder ID type must be 001 (USCC) or 111 (citizen ID), not {id_type[:10]!r}")
+        who = replace(who, purpose=check_purpose(who.purpose))
+        index = holder_index(self.backend, id_type, holder_id)
+        with self.db.write() as s:
+            rows = (
+                s.execute(
+                    select(LicenceRecord)
+                    .where(LicenceRecord.holder_id_index == index, LicenceRecord.holder_id_type == id_type)
+                    .order_by(LicenceRecord.issued_at)
+                )
+                .scalars()
+                .all()
+            )
+            record_access(
+                s,
+                who,
+                action="holder.lookup",
+                at=self.clock(),
+                result_count=len(rows),
+                holder_id_index=index,
+                holder_id_masked=mask_holder_id(id_type, holder_id),
+            )
+            return [self._to_licence(s, r) for r in rows]
+
+    def access_log(self, identifier: str, *, limit: int = 200) -> list[AccessEntry]:
+        with self.db.read() as s:
+            return list_access(s, identifier, limit=limit)
+
+    def holder_id(self, identifier: str) -> str:
+        """Decrypt a licence's full holder ID number (for authorised display only; never log it)."""
+        with self.db.read() as s:
+            row = s.get(LicenceRecord, identifier)
+            if row is None:
+                raise LicenceNotFound(f"no licence with identifier {identifier} in this vault")
+            blob, id_type = row.holder_id_ciphertext, row.holder_id_type
+        return self.backend.decrypt(HOLDER_ENCRYPTION_LABEL, blob, id_type.encode()).decode()
+
+    def status_history(self, identifier: str) -> list[StatusChange]:
+        with self.db.read() as s:
+            rows = s.execute(
+                select(StatusChangeRecord)
+                .where(StatusChangeRecord.identifier == identifier)
+                .order_by(StatusChangeRecord.id)
+            ).scalars()
+            return [
+                StatusChange(r.identifier, r.from_status, r.to_status, r.reason, r.actor, r.changed_at)
+                for r in rows
+            ]
+
+    def _to_licence(self, s: Session, row: LicenceRecord) -> Licence:
+        dept = s.get(DepartmentRecord, row.issuer_code)
+        try:
+            type_name = self.types.get(row.type_code).name
+        except YinxinError:
+            type_name = row.type_code
+        return Licence(
+            identifier=row.identifier,
+            version=row.version,
+            type_code=row.type_code,
+            type_name=type_name,
+            issuer_code=row.issuer_code,
+            issuer_name=dept.name if dept else row.issuer_code,
+            holder_name=row.holder_name,
+            holder_id_type=row.holder_id_type,
+            holder_id_masked=row.holder_id_masked,
+            data=dict(row.data),
+            valid_from=row.valid_from,
+            valid_until=row.valid_until,
+            issued_at=row.issued_at,
+            kid=row.kid,
+            token=row.token,
+            status=row.status,
+        )
