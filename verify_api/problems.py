@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from schemas.errors import YinxinError
+from schemas.errors import BackendError, YinxinError
 from verify_api._request_id import current_request_id
 
 __all__ = ["PROBLEM_JSON", "Problem", "install_problem_handlers", "problem_response", "problem_type"]
@@ -111,6 +111,12 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(YinxinError)
     async def _yinxin(request: Request, exc: YinxinError) -> JSONResponse:
+        if exc.http_status == 503:  # the key backend or the database failed
+            kind = "hsm" if isinstance(exc, BackendError) else "database"
+            log.warning("%s unavailable on %s: %s", kind, _instance(request), exc.code)
+            metrics = getattr(request.app.state, "metrics", None)
+            if metrics is not None:
+                metrics.backend_error(kind)
         return problem_response(exc.http_status, exc.code, exc.message, instance=_instance(request))
 
     @app.exception_handler(Problem)

@@ -327,3 +327,12 @@ def test_openapi_documents_errors(world: World) -> None:
     responses = spec["paths"]["/v1/licences"]["post"]["responses"]
     assert {"201", "401", "403", "409", "413", "422"} <= responses.keys()
     assert "application/problem+json" in responses["422"]["content"]
+
+
+def test_key_backend_failure_is_503_and_counted(world: World) -> None:
+    world.vault.backend.close()  # the keystore is gone: signing fails
+    r = issue(world, example(BUSINESS))
+    assert_problem(r, 503, r.json()["code"])
+    assert "Traceback" not in r.text
+    metrics = world.api.get("/metrics").text
+    assert 'yinxin_backend_errors_total{kind="hsm"} 1.0' in metrics
