@@ -12,23 +12,17 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
-
-from sqlalchemy import select
+from typing import TYPE_CHECKING, Final
 
 from hsm import KeyRef, SignatureAlgorithm
-from schemas.errors import InvalidInput, YinxinError
-from signing import TrustedKey, TrustStore, public_jwk, trusted_key_from_jwk
-from signing._access_token import (
+from schemas.errors import InvalidInput
+from signing import (
     ACCESS_TOKEN_AUDIENCE,
     ACCESS_TOKEN_ISSUER,
-    new_token_id,
+    TrustStore,
     sign_access_token,
 )
-from vault._audit import AuditEntry
-from vault._keys import KeyState, to_key_info
-from vault._models import AuditHeadRecord, KeyRecord
-from vault._types import CHINA_TIME, KeyInfo
+from vault._types import KeyInfo
 
 if TYPE_CHECKING:
     from vault._vault import Vault
@@ -74,7 +68,7 @@ def sign_client_token(
         "aud": ACCESS_TOKEN_AUDIENCE,
         "iat": issued,
         "exp": issued + lifetime,
-        "jti": new_token_id(),
+        "jti": secrets.token_urlsafe(16),  # RFC 7519 §4.1.7: 128 random bits
         "scope": scope,
         "dept": department_code,
     }
@@ -84,72 +78,19 @@ def sign_client_token(
 def ensure_service_key(
     vault: Vault, *, actor: str = "system", algorithm: SignatureAlgorithm = SignatureAlgorithm.ES256
 ) -> KeyInfo:
-    """The active service-token key; generated in the backend (and audited) if there is none.
-
-    Safe to call from several processes at once: the transaction first locks the audit-chain
-    head (``SELECT … FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so only one
-    of them creates the key and the others find it.
-    """
+    """The active service-token key; generated in the backend (and audited) if there is none."""
     with vault.db.write() as s:
-        s.execute(select(AuditHeadRecord.id).where(AuditHeadRecord.id == 1).with_for_update())
-        row = s.execute(
-            select(KeyRecord)
-            .where(KeyRecord.purpose == KEY_PURPOSE_SERVICE_TOKEN, KeyRecord.state == KeyState.ACTIVE)
-            .order_by(KeyRecord.activated_at.desc())
-            .limit(1)
-        ).scalar_one_or_none()
-        if row is not None:
-            return to_key_info(row)
-        now = vault.clock()
-        stamp = now.astimezone(CHINA_TIME).strftime("%Y%m%d")
-        kid = f"service-{algorithm.value.lower()}-{stamp}-{secrets.token_hex(4)}"
-        ref = vault.backend.generate_key(algorithm, kid)
-        try:
-            jwk = public_jwk(TrustedKey(ref.kid, ref.algorithm, vault.backend.public_key(ref)))
-            row = KeyRecord(
-                kid=ref.kid,
-                algorithm=ref.algorithm.value,
-                backend=vault.backend.name,
-                purpose=KEY_PURPOSE_SERVICE_TOKEN,
-                department_code=None,
-                state=KeyState.ACTIVE,
-                public_jwk=jwk,
-                created_at=now,
-                activated_at=now,
-                retired_at=None,
-            )
-            s.add(row)
-            details: dict[str, Any] = {
-                "algorithm": ref.algorithm.value,
-                "backend": vault.backend.name,
-                "department": None,
-                "purpose": KEY_PURPOSE_SERVICE_TOKEN,
-                "retired": [],
-            }
-            vault.audit.append(s, AuditEntry(actor, "key.generate", ref.kid, details), at=now)
-            s.flush()
-        except BaseException:
-            # The registry row did not make it: do not leave an orphan key in the backend.
-            try:
-                vault.backend.destroy_key(ref.kid)
-            except YinxinError:
-                log.warning("could not remove orphan service key %s from the backend", ref.kid)
-            raise
-        log.info("service-token key %s created in the %s backend", ref.kid, vault.backend.name)
-        return to_key_info(row)
+        return vault.keys.ensure_system_key(
+            s,
+            KEY_PURPOSE_SERVICE_TOKEN,
+            kid_prefix="service",
+            algorithm=algorithm,
+            actor=actor,
+            now=vault.clock(),
+        )
 
 
 def service_trust_store(vault: Vault) -> TrustStore:
     """Every service-token key that verifies access tokens (active and retired); nothing else."""
     with vault.db.read() as s:
-        rows = s.execute(
-            select(KeyRecord).where(
-                KeyRecord.purpose == KEY_PURPOSE_SERVICE_TOKEN,
-                KeyRecord.state.in_([KeyState.ACTIVE, KeyState.RETIRED]),
-            )
-        ).scalars()
-        keys = []
-        for row in rows:
-            key = trusted_key_from_jwk(row.public_jwk)
-            keys.append(TrustedKey(key.kid, key.algorithm, key.public_key, row.state))
-    return TrustStore(keys)
+        return vault.keys.trust_store(s, KEY_PURPOSE_SERVICE_TOKEN)

@@ -19,7 +19,7 @@ from hsm import KeyBackend, KeyRef, SignatureAlgorithm
 from schemas.errors import DepartmentNotFound, KeyNotFound, NoActiveKey, YinxinError
 from signing import TrustedKey, TrustStore, public_jwk, trusted_key_from_jwk
 from vault._audit import AuditEntry, AuditLog
-from vault._models import DepartmentRecord, KeyRecord
+from vault._models import AuditHeadRecord, DepartmentRecord, KeyRecord
 from vault._types import CHINA_TIME, KeyInfo
 
 __all__ = ["KEY_PURPOSE_LICENCE", "KeyRegistry"]
@@ -80,8 +80,7 @@ class KeyRegistry:
         kid = self.new_kid(department_code, algorithm, now)
         ref = self._backend.generate_key(algorithm, kid)
         try:
-            jwk = public_jwk(TrustedKey(ref.kid, ref.algorithm, self._backend.public_key(ref)))
-            retired = (
+            retired = list(
                 session.execute(
                     select(KeyRecord.kid).where(
                         KeyRecord.department_code == department_code,
@@ -98,44 +97,10 @@ class KeyRegistry:
                     .where(KeyRecord.kid.in_(retired))
                     .values(state=KeyState.RETIRED, retired_at=now)
                 )
-            row = KeyRecord(
-                kid=ref.kid,
-                algorithm=ref.algorithm.value,
-                backend=self._backend.name,
-                purpose=KEY_PURPOSE_LICENCE,
-                department_code=department_code,
-                state=KeyState.ACTIVE,
-                public_jwk=jwk,
-                created_at=now,
-                activated_at=now,
-                retired_at=None,
-            )
-            session.add(row)
-            self._audit.append(
-                session,
-                AuditEntry(
-                    actor,
-                    "key.generate",
-                    ref.kid,
-                    {
-                        "algorithm": ref.algorithm.value,
-                        "backend": self._backend.name,
-                        "department": department_code,
-                        "purpose": KEY_PURPOSE_LICENCE,
-                        "retired": list(retired),
-                    },
-                ),
-                at=now,
-            )
-            session.flush()
         except BaseException:
-            # The registry row did not make it: do not leave an orphan key in the backend.
-            try:
-                self._backend.destroy_key(ref.kid)
-            except YinxinError:
-                log.warning("could not remove orphan key %s from the backend", ref.kid)
+            self._backend.destroy_key(ref.kid)
             raise
-        return to_key_info(row)
+        return self._register(session, ref, KEY_PURPOSE_LICENCE, department_code, actor, now, retired)
 
     def active_key(self, session: Session, department_code: str) -> KeyRef:
         row = session.execute(
@@ -165,11 +130,11 @@ class KeyRegistry:
         rows = session.execute(select(KeyRecord).order_by(KeyRecord.created_at, KeyRecord.kid)).scalars()
         return [to_key_info(r) for r in rows]
 
-    def trust_store(self, session: Session) -> TrustStore:
-        """Every licence-signing key that verifies: active and retired."""
+    def trust_store(self, session: Session, purpose: str = KEY_PURPOSE_LICENCE) -> TrustStore:
+        """Every key of *purpose* that verifies (active and retired), and nothing else."""
         rows = session.execute(
             select(KeyRecord).where(
-                KeyRecord.purpose == KEY_PURPOSE_LICENCE,
+                KeyRecord.purpose == purpose,
                 KeyRecord.state.in_([KeyState.ACTIVE, KeyState.RETIRED]),
             )
         ).scalars()
@@ -178,3 +143,80 @@ class KeyRegistry:
             key = trusted_key_from_jwk(row.public_jwk)
             keys.append(TrustedKey(key.kid, key.algorithm, key.public_key, row.state))
         return TrustStore(keys)
+
+    def ensure_system_key(
+        self,
+        session: Session,
+        purpose: str,
+        *,
+        kid_prefix: str,
+        algorithm: SignatureAlgorithm,
+        actor: str,
+        now: datetime,
+    ) -> KeyInfo:
+        """The active key of a service-wide *purpose* (no department), generated if there is none.
+
+        Safe from several processes at once: the audit-chain head is locked first
+        (``SELECT … FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so one creates
+        the key and the others find it.
+        """
+        session.execute(select(AuditHeadRecord.id).where(AuditHeadRecord.id == 1).with_for_update())
+        row = session.execute(
+            select(KeyRecord)
+            .where(KeyRecord.purpose == purpose, KeyRecord.state == KeyState.ACTIVE)
+            .order_by(KeyRecord.activated_at.desc(), KeyRecord.kid)
+            .limit(1)
+        ).scalar_one_or_none()
+        if row is not None:
+            return to_key_info(row)
+        stamp = now.astimezone(CHINA_TIME).strftime("%Y%m%d")
+        kid = f"{kid_prefix}-{algorithm.value.lower()}-{stamp}-{secrets.token_hex(4)}"
+        info = self._register(
+            session, self._backend.generate_key(algorithm, kid), purpose, None, actor, now, []
+        )
+        log.info("%s key %s created in the %s backend", purpose, kid, self._backend.name)
+        return info
+
+    def _register(
+        self,
+        session: Session,
+        ref: KeyRef,
+        purpose: str,
+        department_code: str | None,
+        actor: str,
+        now: datetime,
+        retired: Sequence[str],
+    ) -> KeyInfo:
+        """Record a key just generated in the backend, with its audit event; on failure remove it."""
+        try:
+            jwk = public_jwk(TrustedKey(ref.kid, ref.algorithm, self._backend.public_key(ref)))
+            row = KeyRecord(
+                kid=ref.kid,
+                algorithm=ref.algorithm.value,
+                backend=self._backend.name,
+                purpose=purpose,
+                department_code=department_code,
+                state=KeyState.ACTIVE,
+                public_jwk=jwk,
+                created_at=now,
+                activated_at=now,
+                retired_at=None,
+            )
+            session.add(row)
+            details = {
+                "algorithm": ref.algorithm.value,
+                "backend": self._backend.name,
+                "department": department_code,
+                "purpose": purpose,
+                "retired": [*retired],
+            }
+            self._audit.append(session, AuditEntry(actor, "key.generate", ref.kid, details), at=now)
+            session.flush()
+        except BaseException:
+            # The registry row did not make it: do not leave an orphan key in the backend.
+            try:
+                self._backend.destroy_key(ref.kid)
+            except YinxinError:
+                log.warning("could not remove orphan key %s from the backend", ref.kid)
+            raise
+        return to_key_info(row)

@@ -16,23 +16,20 @@ and revocation appends a ``licence.*`` event in the transaction that makes it.
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hsm import KeyRef, SignatureAlgorithm
-from schemas.errors import YinxinError
-from signing import TrustedKey, TrustStore, public_jwk, sign_status_list_token, trusted_key_from_jwk
-from vault._audit import AuditEntry
+from signing import TrustStore, sign_status_list_token
 from vault._keys import KeyState, to_key_info
 from vault._models import AuditEventRecord, AuditHeadRecord, KeyRecord, LicenceRecord
 from vault._status_lists import STATUS_BITS, check_list_name, status_bytes, status_list_uri
-from vault._types import CHINA_TIME, KeyInfo
+from vault._types import KeyInfo
 
 if TYPE_CHECKING:
     from vault._vault import Vault
@@ -68,72 +65,26 @@ def _active_key(session: Session) -> KeyRecord | None:
 def ensure_status_list_key(
     vault: Vault, *, actor: str = "system", algorithm: SignatureAlgorithm = SignatureAlgorithm.ES256
 ) -> KeyInfo:
-    """The active status-list key; generated in the backend (and audited) if there is none.
-
-    Safe to call from several processes at once: the creating transaction first locks
-    the audit-chain head, so only one of them creates the key and the others find it.
-    """
+    """The active status-list key; generated in the backend (and audited) if there is none."""
     with vault.db.read() as s:
         row = _active_key(s)
         if row is not None:
             return to_key_info(row)
     with vault.db.write() as s:
-        s.execute(select(AuditHeadRecord.id).where(AuditHeadRecord.id == 1).with_for_update())
-        row = _active_key(s)
-        if row is not None:
-            return to_key_info(row)
-        now = vault.clock()
-        stamp = now.astimezone(CHINA_TIME).strftime("%Y%m%d")
-        kid = f"status-list-{algorithm.value.lower()}-{stamp}-{secrets.token_hex(4)}"
-        ref = vault.backend.generate_key(algorithm, kid)
-        try:
-            row = KeyRecord(
-                kid=ref.kid,
-                algorithm=ref.algorithm.value,
-                backend=vault.backend.name,
-                purpose=KEY_PURPOSE_STATUS_LIST,
-                department_code=None,
-                state=KeyState.ACTIVE,
-                public_jwk=public_jwk(TrustedKey(ref.kid, ref.algorithm, vault.backend.public_key(ref))),
-                created_at=now,
-                activated_at=now,
-                retired_at=None,
-            )
-            s.add(row)
-            details: dict[str, Any] = {
-                "algorithm": ref.algorithm.value,
-                "backend": vault.backend.name,
-                "department": None,
-                "purpose": KEY_PURPOSE_STATUS_LIST,
-                "retired": [],
-            }
-            vault.audit.append(s, AuditEntry(actor, "key.generate", ref.kid, details), at=now)
-            s.flush()
-        except BaseException:
-            # The registry row did not make it: do not leave an orphan key in the backend.
-            try:
-                vault.backend.destroy_key(ref.kid)
-            except YinxinError:
-                log.warning("could not remove orphan status-list key %s from the backend", ref.kid)
-            raise
-        log.info("status-list key %s created in the %s backend", ref.kid, vault.backend.name)
-        return to_key_info(row)
+        return vault.keys.ensure_system_key(
+            s,
+            KEY_PURPOSE_STATUS_LIST,
+            kid_prefix="status-list",
+            algorithm=algorithm,
+            actor=actor,
+            now=vault.clock(),
+        )
 
 
 def status_list_trust_store(vault: Vault) -> TrustStore:
     """Every status-list key that verifies status lists (active and retired); nothing else."""
     with vault.db.read() as s:
-        rows = s.execute(
-            select(KeyRecord).where(
-                KeyRecord.purpose == KEY_PURPOSE_STATUS_LIST,
-                KeyRecord.state.in_([KeyState.ACTIVE, KeyState.RETIRED]),
-            )
-        ).scalars()
-        keys = []
-        for row in rows:
-            key = trusted_key_from_jwk(row.public_jwk)
-            keys.append(TrustedKey(key.kid, key.algorithm, key.public_key, row.state))
-    return TrustStore(keys)
+        return vault.keys.trust_store(s, KEY_PURPOSE_STATUS_LIST)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,8 @@ import argparse
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from vault._clients import SCOPES, ClientInfo, ClientRegistry
+from vault import CLIENT_SCOPES as SCOPES
+from vault import ClientInfo, ClientRegistry
 from verify_api.settings import Settings
 from verify_api.wiring import open_vault
 

@@ -34,11 +34,9 @@ from typing import Final
 from fastapi import Request
 
 from schemas.errors import InvalidInput
-from signing import TrustStore
-from signing._access_token import ACCESS_TOKEN_AUDIENCE, InvalidAccessToken, verify_access_token
-from vault import Vault
-from vault._access_tokens import service_trust_store
-from vault._clients import SCOPES, ClientRegistry
+from signing import ACCESS_TOKEN_AUDIENCE, InvalidAccessToken, TrustStore, verify_access_token
+from vault import CLIENT_SCOPES as SCOPES
+from vault import ClientRegistry, Vault, service_trust_store
 from verify_api.problems import Problem
 
 __all__ = [

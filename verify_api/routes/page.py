@@ -24,8 +24,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse
 
 from schemas.errors import YinxinError
-from vault import CHINA_TIME, LicenceStatus, Verdict
-from vault._presentation import verify_presentation_token
+from vault import CHINA_TIME, LicenceStatus, Verdict, verify_presentation_token
 from verify_api.deps import VaultDep
 from verify_api.ratelimit import rate_limited
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from signing import STATUS_LIST_MEDIA_TYPE
-from vault import Vault
-from vault._status_publisher import StatusListPublisher
+from vault import StatusListPublisher, Vault
 from verify_api.deps import VaultDep
 from verify_api.problems import PROBLEM_JSON
 
