@@ -1,14 +1,16 @@
 """Presentation tokens for stored licences: sign one for a QR code, judge one that was scanned.
 
 A presentation token (``signing._presentation``) names a licence and is signed
-by the key that issued it. Verifying it mirrors :func:`vault._verification.judge`
-with one difference: the token is not the stored licence token, so there is no
-exact-token comparison. The rules, in order:
+by the issuing department's *active* licence key (a retired key verifies, never
+signs: after a rotation, new QR codes come from the new key). Verifying it
+mirrors :func:`vault._verification.judge` with one difference: the token is
+not the stored licence token, so there is no exact-token comparison. The rules, in order:
 
 1. the token's own checks (format, key, bound algorithm, signature, claims)
    fail → ``invalid``; an ``exp`` in the past alone does not stop here;
 2. the licence named by ``sub`` is not in this vault → ``invalid``;
-3. the token's ``kid`` is not the key that issued the licence → ``invalid``;
+3. the token's ``kid`` is not a licence key of the department that issued the
+   licence → ``invalid`` (one department cannot vouch for another's licences);
 4. the licence's live state: revoked and suspended win over the validity
    window, then ``not_yet_valid`` / ``expired`` / ``valid``.
 """
@@ -20,6 +22,7 @@ from typing import Final
 
 from schemas.errors import Conflict, InvalidInput, KeyNotFound, LicenceNotFound
 from signing import TokenVerdict, sign_presentation, verify_presentation
+from vault._keys import KEY_PURPOSE_LICENCE
 from vault._types import Licence, LicenceStatus, Verdict, licence_window
 from vault._vault import Vault
 from vault._verification import signature_holds
@@ -48,13 +51,12 @@ def public_url(vault: Vault) -> str:
 
 
 def presentation_for(vault: Vault, identifier: str) -> str:
-    """A presentation token for the stored licence *identifier*, signed by its issuing key.
+    """A presentation token for the stored licence *identifier*, signed by its department's active key.
 
     Raises ``LicenceNotFound`` / ``InvalidIdentifier`` for an unknown or
-    malformed identifier, ``Conflict`` for a licence past its validity, and
-    :class:`IssuingKeyUnavailable` when the issuing
-    key is no longer in the backend (destroyed after rotation): re-issue the
-    licence under the current key to give it a QR code again.
+    malformed identifier, ``Conflict`` for a licence past its validity,
+    ``NoActiveKey`` when the issuing department has no active key, and
+    :class:`IssuingKeyUnavailable` when that key is missing from the backend.
     """
     licence = vault.get(identifier)
     now = vault.clock()
@@ -66,14 +68,14 @@ def presentation_for(vault: Vault, identifier: str) -> str:
             f"licence {licence.identifier} expired on {licence.valid_until}: an expired licence gets no "
             "QR code"
         )
+    with vault.db.read() as s:
+        key = vault.keys.active_key(s, licence.issuer_code)  # NoActiveKey when there is none
     try:
-        # A destroyed key may still be listed (its public half stays); signing is the real test.
-        key = vault.backend.get_key(licence.kid)
         return sign_presentation(vault.backend, key, licence.identifier, iat=now, exp=end)
     except KeyNotFound:
         raise IssuingKeyUnavailable(
-            f"the key {licence.kid} that issued licence {licence.identifier} is no longer in the "
-            f"{vault.backend.name} key backend, so no QR code can be signed for it: re-issue the licence"
+            f"the active key {key.kid} of department {licence.issuer_code} is not in the "
+            f"{vault.backend.name} key backend, so no QR code can be signed: check the backend"
         ) from None
 
 
@@ -103,17 +105,28 @@ def verify_presentation_token(vault: Vault, token: str | bytes) -> Verdict:
             now,
             tv.kid,
         )
-    if licence.kid != tv.kid:
+    if not _department_key(vault, tv.kid, licence.issuer_code):
         return Verdict(
             False,
             LicenceStatus.INVALID,
-            ("the code was not signed by the key that issued this licence",),
+            ("the code was not signed by a key of the department that issued this licence",),
             ("key_mismatch",),
             now,
             tv.kid,
             licence.summary(),
         )
     return _live_verdict(vault, tv, licence, now)
+
+
+def _department_key(vault: Vault, kid: str | None, department_code: str) -> bool:
+    if kid is None:
+        return False
+    with vault.db.read() as s:
+        try:
+            info = vault.keys.get(s, kid)
+        except KeyNotFound:
+            return False
+    return info.purpose == KEY_PURPOSE_LICENCE and info.department_code == department_code
 
 
 def _live_verdict(vault: Vault, tv: TokenVerdict, licence: Licence, now: datetime) -> Verdict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -173,22 +175,34 @@ def test_garbage_is_an_invalid_page_never_an_error(client: TestClient) -> None:
     assert "无效 / Invalid" in banner(html) and "链接过长" in html
 
 
-def test_signed_by_a_trusted_key_that_did_not_issue_it(
+def test_signed_by_a_trusted_key_of_another_department(
     client: TestClient, vault: Vault, licences: dict[str, Licence]
 ) -> None:
     licence = licences[BUSINESS]
-    add_issuers(vault, SignatureAlgorithm.EDDSA)  # rotation: a new key, trusted, but not the issuer's
-    new_kid = next(
-        k.kid for k in vault.list_keys() if k.state == "active" and k.department_code == licence.issuer_code
+    other = next(
+        k.kid
+        for k in vault.list_keys()
+        if k.state == "active" and k.purpose == "licence-signing" and k.department_code != licence.issuer_code
     )
     token = sign_presentation(
-        vault.backend, vault.backend.get_key(new_kid), licence.identifier, iat=vault.clock(), exp=None
+        vault.backend, vault.backend.get_key(other), licence.identifier, iat=vault.clock(), exp=None
     )
     html = page(client, token)
-    assert "无效 / Invalid" in banner(html) and "核验码不是由签发该证照的密钥签名的" in html
+    assert "无效 / Invalid" in banner(html) and "核验码不是由该证照发证机构的密钥签名的" in html
     assert "张记早点铺" not in html
-    # The licence itself still verifies with a code from its own (now retired) key.
-    assert "有效 / Valid" in banner(page(client, presentation_for(vault, licence.identifier)))
+
+
+def test_after_rotation_new_codes_come_from_the_new_key_and_old_codes_still_verify(
+    client: TestClient, vault: Vault, licences: dict[str, Licence]
+) -> None:
+    licence = licences[BUSINESS]
+    old_code = presentation_for(vault, licence.identifier)
+    add_issuers(vault, SignatureAlgorithm.EDDSA)  # rotation: the old key retires, never signs again
+    new_code = presentation_for(vault, licence.identifier)
+    new_kid = json.loads(base64.urlsafe_b64decode(new_code.split(".")[0] + "=="))["kid"]
+    assert new_kid != licence.kid and vault.keys is not None
+    assert "有效 / Valid" in banner(page(client, new_code))
+    assert "有效 / Valid" in banner(page(client, old_code))
 
 
 def test_unknown_licence(client: TestClient, vault: Vault, licences: dict[str, Licence]) -> None:

@@ -90,7 +90,7 @@ _CODE_TEXT: Final[Mapping[str, str]] = {
     "too_large": "二维码内容过长，不是电子证照核验码。",
     "claims_invalid": "核验码内容不完整。",
     "unknown_licence": "证照库中没有该证照。",
-    "key_mismatch": "核验码不是由签发该证照的密钥签名的。",
+    "key_mismatch": "核验码不是由该证照发证机构的密钥签名的。",
     "revoked": "证照已被发证机构吊销。",
     "suspended": "证照已被发证机构暂停。",
     "expired": "证照已超过有效期。",
