@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     verify_burst: int = Field(
         default=30, ge=1, le=10_000, description="POST /v1/verify: requests a client may make at once"
     )
+    # The token endpoint runs scrypt on every attempt (~50 ms): a tighter budget per address.
+    token_rate_per_minute: float = Field(
+        default=60, gt=0, le=100_000, description="POST /v1/oauth/token: requests per minute per client"
+    )
+    token_burst: int = Field(default=20, ge=1, le=10_000, description="POST /v1/oauth/token: burst")
     # prometheus_client's own variable (no YINXIN_ prefix): set, it switches to multiprocess mode.
     prometheus_multiproc_dir: Path | None = Field(
         default=None,

@@ -336,3 +336,20 @@ def test_key_backend_failure_is_503_and_counted(world: World) -> None:
     assert "Traceback" not in r.text
     metrics = world.api.get("/metrics").text
     assert 'yinxin_backend_errors_total{kind="hsm"} 1.0' in metrics
+
+
+def test_token_endpoint_is_rate_limited_per_address(world: World) -> None:
+    statuses = [
+        world.api.post(
+            "/v1/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=("yx_0000000000000000", "wrong"),
+        ).status_code
+        for _ in range(25)
+    ]
+    assert statuses[0] == 401 and 429 in statuses
+    limited = world.api.post(
+        "/v1/oauth/token", data={"grant_type": "client_credentials"}, auth=("yx_0000000000000000", "wrong")
+    )
+    assert_problem(limited, 429, "rate_limited")
+    assert int(limited.headers["retry-after"]) >= 1

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 from urllib.parse import parse_qs, unquote_plus
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from vault._clients import DEFAULT_TOKEN_LIFETIME, SCOPES, AccessToken, InvalidScope
 from verify_api.auth import REALM, access_token_trust, client_registry
+from verify_api.ratelimit import rate_limited
 
 __all__ = ["router"]
 
@@ -215,7 +216,10 @@ _FORM_SCHEMA: dict[str, Any] = {
         200: {"model": TokenResponse, "description": "the access token"},
         400: {"model": OAuthErrorResponse, "description": "RFC 6749 §5.2 error (not problem+json)"},
         401: {"model": OAuthErrorResponse, "description": "invalid_client (not problem+json)"},
+        429: {"description": "too many attempts from this address; see Retry-After (problem+json)"},
     },
+    # Every attempt costs a scrypt (~50 ms): a per-address budget keeps guessing and floods cheap.
+    dependencies=[Depends(rate_limited("token"))],
     openapi_extra={"requestBody": {"required": True, "content": {FORM_MEDIA_TYPE: {"schema": _FORM_SCHEMA}}}},
 )
 async def token(request: Request) -> JSONResponse:
