@@ -114,12 +114,17 @@ def test_issue_returns_201_with_links_and_a_token_any_jose_library_verifies(worl
     ident = body["identifier"]
     assert r.headers["location"] == f"/v1/licences/{ident}"
     assert body["status"] == "valid"
-    assert body["links"] == {
+    links = body["links"]
+    page = links.pop("verification_page")
+    assert links == {
         "self": f"/v1/licences/{ident}",
         "qr_png": f"/v1/licences/{ident}/qr.png",
         "qr_svg": f"/v1/licences/{ident}/qr.svg",
         "access_log": f"/v1/licences/{ident}/access-log",
     }
+    assert page.startswith("http://127.0.0.1:8000/v/")
+    shown = world.api.get(page.removeprefix("http://127.0.0.1:8000"))
+    assert shown.status_code == 200 and "有效 / Valid" in shown.text
     assert r.headers["cache-control"] == "no-store"
     jwks_doc = world.api.get("/.well-known/jwks.json").json()
     keyset = KeySet.import_key_set(

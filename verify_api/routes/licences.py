@@ -16,7 +16,9 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import LicenceCreate
-from vault import Accessor, Licence
+from schemas.errors import YinxinError
+from signing import presentation_url
+from vault import Accessor, Licence, Vault, presentation_for
 from verify_api.auth import Principal, require_own_department, require_scope
 from verify_api.deps import VaultDep
 from verify_api.metrics import MetricsDep
@@ -43,6 +45,9 @@ class LicenceLinks(BaseModel):
     qr_png: str
     qr_svg: str
     access_log: str
+    verification_page: str | None = Field(
+        description="the page the licence's QR code opens (absent when no QR can be signed, e.g. expired)"
+    )
 
 
 class LicencePublic(BaseModel):
@@ -94,7 +99,14 @@ class HolderLicences(BaseModel):
     licences: list[LicencePublic]
 
 
-def _public(lic: Licence, status: str) -> LicencePublic:
+def _page_link(vault: Vault, lic: Licence) -> str | None:
+    try:
+        return presentation_url(vault.public_url, presentation_for(vault, lic.identifier))
+    except YinxinError:
+        return None  # expired, or the department has no active key: no new QR code
+
+
+def _public(lic: Licence, status: str, page: str | None = None) -> LicencePublic:
     base = f"/v1/licences/{lic.identifier}"
     summary = lic.summary()
     return LicencePublic(
@@ -105,7 +117,11 @@ def _public(lic: Licence, status: str) -> LicencePublic:
         data=dict(lic.data),
         token=lic.token,
         links=LicenceLinks(
-            self_link=base, qr_png=f"{base}/qr.png", qr_svg=f"{base}/qr.svg", access_log=f"{base}/access-log"
+            self_link=base,
+            qr_png=f"{base}/qr.png",
+            qr_svg=f"{base}/qr.svg",
+            access_log=f"{base}/access-log",
+            verification_page=page,
         ),
     )
 
@@ -138,7 +154,8 @@ def issue_licence(
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/licences/{result.licence.identifier}"
-    return _public(result.licence, result.licence.effective_status(vault.clock()))
+    lic = result.licence
+    return _public(lic, lic.effective_status(vault.clock()), _page_link(vault, lic))
 
 
 @router.get(
@@ -155,7 +172,7 @@ def read_licence(
 ) -> LicencePublic:
     who = Accessor(principal.client_id, principal.department_code, purpose)
     lic = vault.read_licence(identifier, who)
-    return _public(lic, lic.effective_status(vault.clock()))
+    return _public(lic, lic.effective_status(vault.clock()), _page_link(vault, lic))
 
 
 @router.get(
