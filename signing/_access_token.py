@@ -19,7 +19,6 @@ token is either good or refused: every failure raises :class:`InvalidAccessToken
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Mapping
 from datetime import datetime
@@ -27,19 +26,17 @@ from typing import Any, ClassVar, Final
 
 import orjson
 
-from hsm import KeyBackend, KeyRef, SignatureAlgorithm
-from schemas.errors import BackendError, InvalidInput, YinxinError
+from hsm import KeyBackend, KeyRef
+from schemas.errors import InvalidInput, YinxinError
 
 from ._jws import (
-    KID_RE,
-    SUPPORTED_ALGORITHMS,
     UNKNOWN_KEY,
     Rejected,
     b64url_decode,
-    b64url_encode,
     check_header,
     parse_json_object,
     shown,
+    sign_compact,
 )
 from ._trust import TrustStore
 
@@ -96,16 +93,6 @@ def new_token_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-def _header(key: KeyRef) -> str:
-    alg = key.algorithm.value
-    if alg not in SUPPORTED_ALGORITHMS:
-        raise InvalidInput(f"algorithm {alg!r} cannot sign access tokens: use ES256, EdDSA or PS256")
-    if KID_RE.fullmatch(key.kid) is None:
-        raise InvalidInput(f"key id {shown(key.kid)} cannot go in a token header")
-    header = {"alg": alg, "kid": key.kid, "typ": ACCESS_TOKEN_TYP}
-    return b64url_encode(json.dumps(header, separators=(",", ":")).encode("ascii"))
-
-
 def _is_numeric_date(value: object) -> bool:
     return type(value) is int and 0 <= value <= _MAX_NUMERIC_DATE
 
@@ -147,18 +134,9 @@ def sign_access_token(backend: KeyBackend, key: KeyRef, claims: Mapping[str, Any
         payload = orjson.dumps(dict(claims))
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise InvalidInput(f"the access-token claims are not JSON: {exc}") from exc
-    signing_input = _header(key) + "." + b64url_encode(payload)
-    signature = backend.sign(key, signing_input.encode("ascii"))
-    if key.algorithm is not SignatureAlgorithm.PS256 and len(signature) != 64:
-        # RFC 7518 §3.4 / RFC 8037 §3.1: 64 bytes; DER here would make tokens nobody accepts.
-        raise BackendError(
-            f"the key backend returned a {len(signature)}-byte {key.algorithm.value} signature; "
-            "JWS needs 64 bytes"
-        )
-    token = signing_input + "." + b64url_encode(signature)
-    if len(token) > MAX_ACCESS_TOKEN_BYTES:
-        raise InvalidInput(f"the access token would be {len(token)} bytes, over {MAX_ACCESS_TOKEN_BYTES}")
-    return token
+    return sign_compact(
+        backend, key, payload, typ=ACCESS_TOKEN_TYP, max_bytes=MAX_ACCESS_TOKEN_BYTES, what="access token"
+    )
 
 
 def _split(token: str | bytes) -> tuple[str, str, str, str]:

@@ -26,7 +26,8 @@ from typing import Any, Final
 import orjson
 import pybase64
 
-from schemas.errors import InvalidInput, UnsupportedAlgorithm
+from hsm import KeyBackend, KeyRef, SignatureAlgorithm
+from schemas.errors import BackendError, InputTooLarge, InvalidInput, UnsupportedAlgorithm
 
 __all__ = [
     "ALGORITHM_MISMATCH",
@@ -55,8 +56,11 @@ __all__ = [
     "parse_json_object",
     "same_media_type",
     "shown",
+    "sign_compact",
 ]
 
+# Shortest signature in base64url characters (64 bytes: ES256, EdDSA), for early size checks.
+_MIN_SIGNATURE_CHARS: Final = 86
 TOKEN_TYP: Final = "licence+jwt"  # noqa: S105 - a media type, not a password
 # Hard limit on a token before any decoding: a licence token is a few hundred
 # bytes (PS256 with RSA-3072 adds 512 characters of signature); QR codes hold
@@ -292,22 +296,51 @@ def _full_media_type(value: str) -> str:
 
 
 @functools.lru_cache(maxsize=1024)
-def encode_header(kid: str, alg: str) -> str:
-    """The base64url protected header of every token signed by key *kid*.
+def encode_header(kid: str, alg: str, typ: str = TOKEN_TYP) -> str:
+    """The base64url protected header ``{"alg", "kid", "typ"}`` of every token *kid* signs.
 
     Cached: bulk issuance signs thousands of tokens per key, and the header
-    never changes for a key.
+    never changes for a key. One member order, one spelling.
     """
     if alg not in SUPPORTED_ALGORITHMS:
-        raise UnsupportedAlgorithm(
-            f"algorithm {alg!r} cannot sign licence tokens: use one of ES256, EdDSA, PS256"
-        )
+        raise UnsupportedAlgorithm(f"algorithm {alg!r} cannot sign tokens: use one of ES256, EdDSA, PS256")
     if not isinstance(kid, str) or KID_RE.fullmatch(kid) is None:
         raise InvalidInput(
             f"key id {shown(kid)} cannot go in a token header: use 1-128 visible ASCII characters"
         )
-    header = {"alg": alg, "kid": kid, "typ": TOKEN_TYP}
+    header = {"alg": alg, "kid": kid, "typ": typ}
     return b64url_encode(json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def sign_compact(
+    backend: KeyBackend, key: KeyRef, payload: bytes, *, typ: str, max_bytes: int, what: str, hint: str = ""
+) -> str:
+    """JWS compact serialisation (RFC 7515 §7.1) of *payload*, signed in the key backend.
+
+    Every token Yinxin makes goes through here: licence tokens, QR presentation tokens,
+    access tokens and status lists. Too-large tokens are refused before the (possibly
+    HSM) signature when the payload alone cannot fit.
+    """
+    signing_input = encode_header(key.kid, key.algorithm.value, typ) + "." + b64url_encode(payload)
+    suffix = f": {hint}" if hint else ""
+    if len(signing_input) + 1 + _MIN_SIGNATURE_CHARS > max_bytes:
+        raise InputTooLarge(
+            f"the {what} would be over {max_bytes} bytes ({len(payload)} bytes of payload){suffix}"
+        )
+    signature = backend.sign(key, signing_input.encode("ascii"))
+    if key.algorithm is not SignatureAlgorithm.PS256 and len(signature) != 64:
+        # RFC 7518 §3.4 / RFC 8037 §3.1: 64 bytes; a DER ECDSA signature here would make
+        # tokens no JOSE library accepts.
+        raise BackendError(
+            f"the key backend returned a {len(signature)}-byte {key.algorithm.value} signature; "
+            "JWS needs 64 bytes"
+        )
+    token = signing_input + "." + b64url_encode(signature)
+    if len(token) > max_bytes:
+        raise InputTooLarge(
+            f"the {what} would be {len(token)} bytes, over the {max_bytes}-byte limit{suffix}"
+        )
+    return token
 
 
 def check_header(header: dict[str, Any], expected_typ: str | None) -> tuple[str, str]:

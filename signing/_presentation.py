@@ -35,26 +35,24 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final
 
-from hsm import KeyBackend, KeyRef, SignatureAlgorithm
+from hsm import KeyBackend, KeyRef
 from schemas import LicenceIdentifier
-from schemas.errors import BackendError, InputTooLarge, InvalidInput, UnsupportedAlgorithm
+from schemas.errors import InvalidInput
 
 from ._jws import (
     ALGORITHM_MISMATCH,
     CLAIMS_INVALID,
     EXPIRED,
-    KID_RE,
     MALFORMED,
     SIGNATURE_INVALID,
-    SUPPORTED_ALGORITHMS,
     TOO_LARGE,
     UNKNOWN_KEY,
     Rejected,
     b64url_decode,
-    b64url_encode,
     check_header,
     parse_json_object,
     shown,
+    sign_compact,
 )
 from ._token import TokenVerdict
 from ._trust import TrustStore
@@ -81,21 +79,6 @@ _MAX_SUB_CHARS: Final = 128
 
 
 @functools.lru_cache(maxsize=256)
-def _encode_header(kid: str, alg: str) -> str:
-    """The base64url protected header of every presentation token signed by *kid*."""
-    if alg not in SUPPORTED_ALGORITHMS:
-        raise UnsupportedAlgorithm(
-            f"algorithm {alg!r} cannot sign presentation tokens: use one of ES256, EdDSA, PS256"
-        )
-    if KID_RE.fullmatch(kid) is None:
-        raise InvalidInput(
-            f"key id {shown(kid)} cannot go in a token header: use 1-128 visible ASCII characters"
-        )
-    # Compact JSON, members in a fixed order: one key, one header spelling.
-    header = {"alg": alg, "kid": kid, "typ": PRESENTATION_TYP}
-    return b64url_encode(json.dumps(header, separators=(",", ":")).encode("ascii"))
-
-
 def _numeric_date(value: datetime | int, name: str) -> int:
     if isinstance(value, datetime):
         if value.utcoffset() is None:
@@ -128,25 +111,16 @@ def sign_presentation(
         claims["exp"] = _numeric_date(exp, "exp")
         if claims["exp"] <= claims["iat"]:
             raise InvalidInput("exp must be later than iat: the licence has already expired")
-    signing_input = (
-        _encode_header(key.kid, key.algorithm.value)
-        + "."
-        + b64url_encode(json.dumps(claims, separators=(",", ":"), ensure_ascii=True).encode("ascii"))
+    payload = json.dumps(claims, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    return sign_compact(
+        backend,
+        key,
+        payload,
+        typ=PRESENTATION_TYP,
+        max_bytes=MAX_PRESENTATION_BYTES,
+        what="presentation token",
+        hint="use a shorter key id",
     )
-    signature = backend.sign(key, signing_input.encode("ascii"))
-    if key.algorithm is not SignatureAlgorithm.PS256 and len(signature) != 64:
-        # RFC 7518 §3.4 / RFC 8037 §3.1: 64 bytes, never DER.
-        raise BackendError(
-            f"the key backend returned a {len(signature)}-byte {key.algorithm.value} signature; "
-            "JWS needs 64 bytes"
-        )
-    token = signing_input + "." + b64url_encode(signature)
-    if len(token) > MAX_PRESENTATION_BYTES:
-        raise InputTooLarge(
-            f"the presentation token would be {len(token)} bytes, over the {MAX_PRESENTATION_BYTES}-byte "
-            "limit: use a shorter key id"
-        )
-    return token
 
 
 # --- verification -------------------------------------------------------------

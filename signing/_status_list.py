@@ -31,8 +31,8 @@ from typing import Any, ClassVar, Final
 
 import orjson
 
-from hsm import KeyBackend, KeyRef, SignatureAlgorithm
-from schemas.errors import BackendError, InputTooLarge, InvalidInput
+from hsm import KeyBackend, KeyRef
+from schemas.errors import InputTooLarge, InvalidInput
 
 from ._jws import (
     ALGORITHM_MISMATCH,
@@ -54,6 +54,7 @@ from ._jws import (
     parse_json_object,
     same_media_type,
     shown,
+    sign_compact,
 )
 from ._signature import verify_signature
 from ._trust import TrustStore
@@ -198,16 +199,6 @@ class StatusList:
 # --- the token -------------------------------------------------------------------
 
 
-def _encode_header(kid: str, alg: str) -> str:
-    if alg not in SUPPORTED_ALGORITHMS:
-        raise InvalidInput(f"algorithm {alg!r} cannot sign status lists: use ES256, EdDSA or PS256")
-    if not isinstance(kid, str) or KID_RE.fullmatch(kid) is None:
-        raise InvalidInput(
-            f"key id {shown(kid)} cannot go in a token header: use 1-128 visible ASCII characters"
-        )
-    return b64url_encode(orjson.dumps({"alg": alg, "kid": kid, "typ": STATUS_LIST_TYP}))
-
-
 def sign_status_list_token(
     backend: KeyBackend,
     key: KeyRef,
@@ -235,16 +226,14 @@ def sign_status_list_token(
         "ttl": ttl,
         "status_list": {"bits": bits, "lst": encode_status_list(statuses)},
     }
-    signing_input = _encode_header(key.kid, key.algorithm.value) + "." + b64url_encode(orjson.dumps(claims))
-    if len(signing_input) + 600 > MAX_STATUS_LIST_TOKEN_BYTES:  # 600: room for any signature
-        raise InputTooLarge(f"the status list token would exceed {MAX_STATUS_LIST_TOKEN_BYTES} bytes")
-    signature = backend.sign(key, signing_input.encode("ascii"))
-    if key.algorithm is not SignatureAlgorithm.PS256 and len(signature) != 64:
-        # RFC 7518 §3.4 / RFC 8037 §3.1: JWS carries 64 bytes, never DER.
-        raise BackendError(
-            f"the key backend returned a {len(signature)}-byte {key.algorithm.value} signature"
-        )
-    return signing_input + "." + b64url_encode(signature)
+    return sign_compact(
+        backend,
+        key,
+        orjson.dumps(claims),
+        typ=STATUS_LIST_TYP,
+        max_bytes=MAX_STATUS_LIST_TOKEN_BYTES,
+        what="status list token",
+    )
 
 
 def _is_numeric_date(value: object) -> bool:

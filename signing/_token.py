@@ -29,8 +29,8 @@ from typing import Any, Final
 
 import orjson
 
-from hsm import KeyBackend, KeyRef, SignatureAlgorithm
-from schemas.errors import BackendError, InputTooLarge, InvalidInput
+from hsm import KeyBackend, KeyRef
+from schemas.errors import InvalidInput
 
 from ._jws import (
     ALGORITHM_MISMATCH,
@@ -45,11 +45,10 @@ from ._jws import (
     UNKNOWN_KEY,
     Rejected,
     b64url_decode,
-    b64url_encode,
     check_header,
-    encode_header,
     parse_json_object,
     shown,
+    sign_compact,
 )
 from ._trust import TrustStore
 
@@ -68,7 +67,6 @@ _TIME_CLAIMS: Final = ("iat", "nbf", "exp")
 # NumericDate (RFC 7519 §2) in whole seconds, 1970-01-01 .. 9999-12-31.
 _MAX_NUMERIC_DATE: Final = 253402300799
 # Signature lengths in base64url characters, for the size check before signing.
-_MIN_SIGNATURE_CHARS: Final = 86  # 64 bytes: ES256, EdDSA
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +170,6 @@ def sign_licence_token(backend: KeyBackend, key: KeyRef, claims: Mapping[str, An
     problems = _claims_problems(claims)
     if problems:
         raise InvalidInput("the claims would not verify: " + " ".join(problems))
-    header = encode_header(key.kid, key.algorithm.value)
     try:
         # orjson: compact UTF-8 JSON (RFC 8259), the exact form the verifier's fast path
         # recognises; it refuses non-string keys and integers beyond 64 bits, but would write
@@ -182,27 +179,15 @@ def sign_licence_token(backend: KeyBackend, key: KeyRef, claims: Mapping[str, An
         payload_bytes = orjson.dumps(claims)
     except (TypeError, ValueError, orjson.JSONEncodeError) as exc:
         raise InvalidInput(f"the licence claims are not JSON: {exc}") from exc
-    signing_input = header + "." + b64url_encode(payload_bytes)
-    if len(signing_input) + 1 + _MIN_SIGNATURE_CHARS > MAX_TOKEN_BYTES:
-        raise InputTooLarge(
-            f"the licence token would exceed {MAX_TOKEN_BYTES} bytes (claims are {len(payload_bytes)} "
-            "bytes of JSON): keep face data short or move documents out of the token"
-        )
-    signature = backend.sign(key, signing_input.encode("ascii"))
-    if key.algorithm is not SignatureAlgorithm.PS256 and len(signature) != 64:
-        # RFC 7518 §3.4 / RFC 8037 §3.1: 64 bytes; a DER ECDSA signature here
-        # would make tokens no JOSE library accepts.
-        raise BackendError(
-            f"the key backend returned a {len(signature)}-byte {key.algorithm.value} signature; "
-            "JWS needs 64 bytes"
-        )
-    token = signing_input + "." + b64url_encode(signature)
-    if len(token) > MAX_TOKEN_BYTES:
-        raise InputTooLarge(
-            f"the licence token would be {len(token)} bytes, over the {MAX_TOKEN_BYTES}-byte limit: "
-            "keep face data short"
-        )
-    return token
+    return sign_compact(
+        backend,
+        key,
+        payload_bytes,
+        typ=TOKEN_TYP,
+        max_bytes=MAX_TOKEN_BYTES,
+        what="licence token",
+        hint="keep face data short or move documents out of the token",
+    )
 
 
 # --- verification -------------------------------------------------------------
