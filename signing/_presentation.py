@@ -40,22 +40,19 @@ from schemas import LicenceIdentifier
 from schemas.errors import InvalidInput
 
 from ._jws import (
-    ALGORITHM_MISMATCH,
     CLAIMS_INVALID,
     EXPIRED,
     MALFORMED,
     SIGNATURE_INVALID,
     TOO_LARGE,
-    UNKNOWN_KEY,
     Rejected,
     b64url_decode,
-    check_header,
     parse_json_object,
     shown,
     sign_compact,
 )
 from ._token import TokenVerdict
-from ._trust import TrustStore
+from ._trust import TrustStore, resolve_key
 
 __all__ = [
     "MAX_PRESENTATION_BYTES",
@@ -210,27 +207,7 @@ def verify_presentation(
     kid: str | None = None
     alg: str | None = None
     try:
-        raw_header = b64url_decode(encoded_header)
-        if raw_header is None:
-            raise Rejected(MALFORMED, _not_b64("header"))
-        parsed = parse_json_object(raw_header, "header")
-        header = MappingProxyType(parsed)
-        alg, kid = check_header(parsed, PRESENTATION_TYP)
-        # The trust store's per-key entry carries the checker built once for the
-        # key's bound algorithm (the same private index verify_token reads).
-        entry = trust._by_kid.get(kid)
-        if entry is None:
-            raise Rejected(
-                UNKNOWN_KEY,
-                f"The presentation token was signed with key {kid!r}, which is not in the trust list: "
-                "refresh the trust list (JWKS) or ask the issuer which key it used.",
-            )
-        if alg != entry.alg:
-            raise Rejected(
-                ALGORITHM_MISMATCH,
-                f"The presentation token's header says {alg} but key {kid!r} is bound to {entry.alg}; "
-                "a token cannot choose its algorithm (RFC 8725 §3.1).",
-            )
+        header, alg, kid, entry = resolve_key(encoded_header, trust, PRESENTATION_TYP, "presentation token")
         signature = b64url_decode(encoded_signature)
         if signature is None:
             raise Rejected(MALFORMED, _not_b64("signature"))

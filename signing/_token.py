@@ -33,7 +33,6 @@ from hsm import KeyBackend, KeyRef
 from schemas.errors import InvalidInput
 
 from ._jws import (
-    ALGORITHM_MISMATCH,
     CLAIMS_INVALID,
     EXPIRED,
     MALFORMED,
@@ -42,15 +41,13 @@ from ._jws import (
     SIGNATURE_INVALID,
     TOKEN_TYP,
     TOO_LARGE,
-    UNKNOWN_KEY,
     Rejected,
     b64url_decode,
-    check_header,
     parse_json_object,
     shown,
     sign_compact,
 )
-from ._trust import TrustStore
+from ._trust import TrustStore, resolve_key
 
 __all__ = [
     "MAX_TOKEN_BYTES",
@@ -269,25 +266,7 @@ def verify_token(
         # for a trusted key needs no decoding (TrustStore precomputes it).
         entry = trust._by_header.get(encoded_header)
         if entry is None or (expected_typ is not None and expected_typ != TOKEN_TYP):
-            raw_header = b64url_decode(encoded_header)
-            if raw_header is None:
-                raise Rejected(MALFORMED, _not_b64("header"))
-            parsed = parse_json_object(raw_header, "header")
-            header = MappingProxyType(parsed)
-            alg, kid = check_header(parsed, expected_typ)
-            entry = trust._by_kid.get(kid)
-            if entry is None:
-                raise Rejected(
-                    UNKNOWN_KEY,
-                    f"The token was signed with key {kid!r}, which is not in the trust list: refresh the "
-                    "trust list (JWKS) or ask the issuer which key it used.",
-                )
-            if alg != entry.alg:
-                raise Rejected(
-                    ALGORITHM_MISMATCH,
-                    f"The token header says {alg} but key {kid!r} is bound to {entry.alg}; "
-                    "a token cannot choose its algorithm (RFC 8725 §3.1).",
-                )
+            header, alg, kid, entry = resolve_key(encoded_header, trust, expected_typ, "token")
         else:
             header = entry.header
             kid = entry.key.kid

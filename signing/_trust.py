@@ -17,7 +17,20 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from hsm import SignatureAlgorithm
 from schemas.errors import AlreadyExists, InvalidInput, UnsupportedAlgorithm
 
-from ._jws import KID_RE, SUPPORTED_ALGORITHMS, TOKEN_TYP, encode_header, shown
+from ._jws import (
+    ALGORITHM_MISMATCH,
+    KID_RE,
+    MALFORMED,
+    SUPPORTED_ALGORITHMS,
+    TOKEN_TYP,
+    UNKNOWN_KEY,
+    Rejected,
+    b64url_decode,
+    check_header,
+    encode_header,
+    parse_json_object,
+    shown,
+)
 from ._signature import check_key_for_algorithm, signature_checker
 
 __all__ = ["TrustStore", "TrustedKey"]
@@ -136,3 +149,37 @@ class TrustStore:
     def __repr__(self) -> str:
         kids = ", ".join(sorted(self._by_kid))
         return f"TrustStore([{kids}])"
+
+
+def resolve_key(
+    encoded_header: str, trust: TrustStore, expected_typ: str | None, what: str
+) -> tuple[Mapping[str, Any], str, str, _Entry]:
+    """Decode and check a protected header, then find its key and hold it to its bound algorithm.
+
+    Returns ``(header, alg, kid, entry)``; raises ``Rejected`` (malformed, header checks,
+    unknown key, algorithm mismatch). The algorithm is the key's, never the header's
+    (RFC 8725 §3.1): a header naming another one is refused, not obeyed.
+    """
+    raw_header = b64url_decode(encoded_header)
+    if raw_header is None:
+        raise Rejected(
+            MALFORMED,
+            f"The {what}'s header is not canonical base64url without padding (RFC 7515 §2): it has "
+            "characters outside A-Z a-z 0-9 - _, '=' padding, or stray bits in its last character.",
+        )
+    parsed = parse_json_object(raw_header, "header")
+    alg, kid = check_header(parsed, expected_typ)
+    entry = trust._by_kid.get(kid)
+    if entry is None:
+        raise Rejected(
+            UNKNOWN_KEY,
+            f"The {what} was signed with key {kid!r}, which is not in the trust list: refresh the "
+            "trust list (JWKS) or ask the issuer which key it used.",
+        )
+    if alg != entry.alg:
+        raise Rejected(
+            ALGORITHM_MISMATCH,
+            f"The {what}'s header says {alg} but key {kid!r} is bound to {entry.alg}; "
+            "a token cannot choose its algorithm (RFC 8725 §3.1).",
+        )
+    return MappingProxyType(parsed), alg, kid, entry

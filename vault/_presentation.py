@@ -17,15 +17,14 @@ not the stored licence token, so there is no exact-token comparison. The rules, 
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Final
 
 from schemas.errors import Conflict, InvalidInput, KeyNotFound, LicenceNotFound
-from signing import TokenVerdict, sign_presentation, verify_presentation
+from signing import sign_presentation, verify_presentation
 from vault._keys import KEY_PURPOSE_LICENCE
 from vault._types import Licence, LicenceStatus, Verdict, licence_window
 from vault._vault import Vault
-from vault._verification import signature_holds
+from vault._verification import live_verdict, signature_holds, unknown_licence
 
 __all__ = [
     "DEFAULT_PUBLIC_URL",
@@ -97,14 +96,7 @@ def verify_presentation_token(vault: Vault, token: str | bytes) -> Verdict:
     except (LicenceNotFound, InvalidInput):
         licence = None
     if licence is None:
-        return Verdict(
-            False,
-            LicenceStatus.INVALID,
-            (f"licence {identifier} is not in this vault (signed by a known key, but never stored here)",),
-            ("unknown_licence",),
-            now,
-            tv.kid,
-        )
+        return unknown_licence(identifier, tv, now)
     if not _department_key(vault, tv.kid, licence.issuer_code):
         return Verdict(
             False,
@@ -115,7 +107,11 @@ def verify_presentation_token(vault: Vault, token: str | bytes) -> Verdict:
             tv.kid,
             licence.summary(),
         )
-    return _live_verdict(vault, tv, licence, now)
+    last_reason = ""
+    if licence.status != LicenceStatus.VALID:
+        history = vault.status_history(licence.identifier)
+        last_reason = history[-1].reason if history else ""
+    return live_verdict(tv, licence, last_reason, now)
 
 
 def _department_key(vault: Vault, kid: str | None, department_code: str) -> bool:
@@ -127,23 +123,3 @@ def _department_key(vault: Vault, kid: str | None, department_code: str) -> bool
         except KeyNotFound:
             return False
     return info.purpose == KEY_PURPOSE_LICENCE and info.department_code == department_code
-
-
-def _live_verdict(vault: Vault, tv: TokenVerdict, licence: Licence, now: datetime) -> Verdict:
-    status = licence.effective_status(now)
-    if status == LicenceStatus.VALID and not tv.valid:
-        # The token's exp is the licence's own end, so this only happens if the record's
-        # window and the token disagree; trust the stricter answer.
-        status = LicenceStatus.EXPIRED
-    reasons: list[str] = []
-    codes: list[str] = []
-    if status in (LicenceStatus.REVOKED, LicenceStatus.SUSPENDED):
-        history = vault.status_history(licence.identifier)
-        last_reason = history[-1].reason if history else ""
-        reasons.append(f"licence is {status}" + (f": {last_reason}" if last_reason else ""))
-        codes.append(status)
-    elif status != LicenceStatus.VALID:
-        reasons.extend(tv.reasons or (f"licence is {status.replace('_', ' ')}",))
-        codes.append(status)
-    valid = status == LicenceStatus.VALID
-    return Verdict(valid, status, tuple(reasons), tuple(codes), now, tv.kid, licence.summary())

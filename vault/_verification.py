@@ -14,7 +14,7 @@ from datetime import datetime
 from signing import TokenVerdict
 from vault._types import Licence, LicenceStatus, Verdict
 
-__all__ = ["judge", "signature_holds"]
+__all__ = ["judge", "live_verdict", "signature_holds", "unknown_licence"]
 
 _TIME_CODES = frozenset({"expired", "not_yet_valid"})
 
@@ -35,16 +35,8 @@ def judge(
 ) -> Verdict:
     if not signature_holds(tv):
         return Verdict(False, LicenceStatus.INVALID, tv.reasons, tv.codes, now, tv.kid)
-    identifier = str((tv.claims or {}).get("jti", ""))
     if licence is None:
-        return Verdict(
-            False,
-            LicenceStatus.INVALID,
-            (f"licence {identifier} is not in this vault (signed by a known key, but never stored here)",),
-            ("unknown_licence",),
-            now,
-            tv.kid,
-        )
+        return unknown_licence(str((tv.claims or {}).get("jti", "")), tv, now)
     if licence.kid != tv.kid:
         return Verdict(
             False,
@@ -67,7 +59,29 @@ def judge(
             tv.kid,
             licence.summary(),
         )
+    return live_verdict(tv, licence, last_reason, now)
+
+
+def unknown_licence(identifier: str, tv: TokenVerdict, now: datetime) -> Verdict:
+    return Verdict(
+        False,
+        LicenceStatus.INVALID,
+        (f"licence {identifier} is not in this vault (signed by a known key, but never stored here)",),
+        ("unknown_licence",),
+        now,
+        tv.kid,
+    )
+
+
+def live_verdict(tv: TokenVerdict, licence: Licence, last_reason: str, now: datetime) -> Verdict:
+    """The verdict of an authentic token for *licence*: its live state at *now*.
+
+    Revocation and suspension win over the validity window. Should the token's own
+    time window fail while the record's does not, the stricter answer (expired) stands.
+    """
     status = licence.effective_status(now)
+    if status == LicenceStatus.VALID and not tv.valid:
+        status = LicenceStatus.EXPIRED
     reasons: list[str] = []
     codes: list[str] = []
     if status in (LicenceStatus.REVOKED, LicenceStatus.SUSPENDED):
