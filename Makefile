@@ -20,14 +20,18 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # Debian packages the tests use: SoftHSM2 (PKCS#11 tests), Chromium and a CJK font (the
-# verification page in a real browser). Installed with root and apt; without them those tests
+# verification page in a real browser; the font is also embedded in seal images and printed
+# licences), poppler-utils (pdfsig/pdftoppm check sealed PDFs independently) and libnss3-tools
+# (certutil: the NSS trust store pdfsig reads). Installed with root and apt; without them those tests
 # skip locally and fail in CI, where CI=true forbids skipping them.
-SYSTEM_PACKAGES := softhsm2 chromium fonts-noto-cjk
+SYSTEM_PACKAGES := softhsm2 chromium fonts-noto-cjk poppler-utils libnss3-tools
 system-deps:
 	@missing=""; \
 	ls /usr/lib/softhsm/libsofthsm2.so /usr/lib/*/softhsm/libsofthsm2.so >/dev/null 2>&1 || missing="$$missing softhsm2"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	fc-list 2>/dev/null | grep -qi "noto sans cjk" || missing="$$missing fonts-noto-cjk"; \
+	command -v pdfsig >/dev/null 2>&1 || missing="$$missing poppler-utils"; \
+	command -v certutil >/dev/null 2>&1 || missing="$$missing libnss3-tools"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing$$missing (apt)"; \

@@ -15,12 +15,16 @@ Every package translates third-party exceptions into these where they enter
     ├── NotFound                     not_found           404   2
     │   ├── DepartmentNotFound       unknown_department
     │   ├── LicenceNotFound          licence_not_found
-    │   └── KeyNotFound              key_not_found
+    │   ├── KeyNotFound              key_not_found
+    │   └── SealNotFound             seal_not_found
     ├── Conflict                     conflict            409   2
     │   ├── AlreadyExists            already_exists
     │   ├── IllegalTransition        illegal_transition
     │   ├── IdempotencyConflict      idempotency_conflict
-    │   └── NoActiveKey              no_active_key
+    │   ├── NoActiveKey              no_active_key
+    │   ├── CANotInitialised         ca_not_initialised
+    │   ├── NoActiveSeal             no_active_seal
+    │   └── SealNotUsable            seal_not_usable
     ├── ConfigurationError           configuration_error 500   2
     └── BackendError                 backend_error       503   3
         └── BackendUnavailable       backend_unavailable
@@ -37,6 +41,7 @@ __all__ = [
     "AlreadyExists",
     "BackendError",
     "BackendUnavailable",
+    "CANotInitialised",
     "ConfigurationError",
     "Conflict",
     "DepartmentNotFound",
@@ -51,7 +56,10 @@ __all__ = [
     "KeyNotFound",
     "LicenceNotFound",
     "NoActiveKey",
+    "NoActiveSeal",
     "NotFound",
+    "SealNotFound",
+    "SealNotUsable",
     "UnknownLicenceType",
     "UnsupportedAlgorithm",
     "YinxinError",
@@ -126,6 +134,10 @@ class KeyNotFound(NotFound):
     code = "key_not_found"
 
 
+class SealNotFound(NotFound):
+    code = "seal_not_found"
+
+
 class Conflict(YinxinError):
     code = "conflict"
     http_status = 409
@@ -145,6 +157,22 @@ class IdempotencyConflict(Conflict):
 
 class NoActiveKey(Conflict):
     code = "no_active_key"
+
+
+class CANotInitialised(Conflict):
+    """Seals need Yinxin's CA: ``yinxin ca init`` creates it."""
+
+    code = "ca_not_initialised"
+
+
+class NoActiveSeal(Conflict):
+    code = "no_active_seal"
+
+
+class SealNotUsable(Conflict):
+    """The seal is suspended, revoked or outside its certificate's validity: it cannot seal."""
+
+    code = "seal_not_usable"
 
 
 class ConfigurationError(YinxinError):

@@ -15,7 +15,9 @@ from vault._clients import SCOPES as CLIENT_SCOPES
 from vault._clients import AuthenticatedClient, ClientInfo, ClientRegistry, InvalidScope, NewClient
 from vault._db import Database, DatabaseConflict, DatabaseError, normalise_database_url
 from vault._issuance import request_hash
+from vault._licence_print import licence_pdf
 from vault._presentation import IssuingKeyUnavailable, presentation_for, verify_presentation_token
+from vault._seals import CertificateAuthority, Seal, SealedDocument, SealRegistry, SealSettings, SealState
 from vault._status_publisher import StatusListPublisher, ensure_status_list_key, status_list_trust_store
 from vault._types import (
     CHINA_TIME,
@@ -43,6 +45,7 @@ __all__ = [
     "AuthenticatedClient",
     "BulkItem",
     "BulkOutcome",
+    "CertificateAuthority",
     "ClientInfo",
     "ClientRegistry",
     "Clock",
@@ -57,12 +60,18 @@ __all__ = [
     "Licence",
     "LicenceStatus",
     "NewClient",
+    "Seal",
+    "SealRegistry",
+    "SealSettings",
+    "SealState",
+    "SealedDocument",
     "StatusChange",
     "StatusListPublisher",
     "Vault",
     "Verdict",
     "ensure_service_key",
     "ensure_status_list_key",
+    "licence_pdf",
     "normalise_database_url",
     "presentation_for",
     "request_hash",

@@ -63,7 +63,7 @@ __all__ = [
 
 log = logging.getLogger("yinxin.vault")
 
-SCOPES: Final = frozenset({"licence:issue", "licence:read", "licence:manage", "licence:verify"})
+SCOPES: Final = frozenset({"licence:issue", "licence:read", "licence:manage", "licence:verify", "seal:use"})
 MAX_SECRET_CHARS: Final = 256
 
 # scrypt (RFC 7914) at N=2^14, r=8, p=1: 16 MiB and tens of milliseconds per check, the

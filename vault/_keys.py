@@ -22,11 +22,13 @@ from vault._audit import AuditEntry, AuditLog
 from vault._models import AuditHeadRecord, DepartmentRecord, KeyRecord
 from vault._types import CHINA_TIME, KeyInfo
 
-__all__ = ["KEY_PURPOSE_LICENCE", "KeyRegistry"]
+__all__ = ["KEY_PURPOSE_CA", "KEY_PURPOSE_LICENCE", "KEY_PURPOSE_SEAL", "KeyRegistry"]
 
 log = logging.getLogger("yinxin.vault")
 
 KEY_PURPOSE_LICENCE = "licence-signing"
+KEY_PURPOSE_CA = "ca"  # signs the root certificate, seal certificates and CRLs
+KEY_PURPOSE_SEAL = "seal"  # a department e-seal: signs PDFs (PAdES)
 
 
 class KeyState:
@@ -176,6 +178,24 @@ class KeyRegistry:
         )
         log.info("%s key %s created in the %s backend", purpose, kid, self._backend.name)
         return info
+
+    def generate_for(
+        self,
+        session: Session,
+        purpose: str,
+        *,
+        department_code: str | None,
+        algorithm: SignatureAlgorithm,
+        kid_prefix: str,
+        actor: str,
+        now: datetime,
+    ) -> KeyInfo:
+        """A new key of *purpose* (a CA or seal key) that replaces nothing: each has its own certificate."""
+        stamp = now.astimezone(CHINA_TIME).strftime("%Y%m%d")
+        kid = f"{kid_prefix}-{algorithm.value.lower()}-{stamp}-{secrets.token_hex(4)}"
+        return self._register(
+            session, self._backend.generate_key(algorithm, kid), purpose, department_code, actor, now, []
+        )
 
     def _register(
         self,

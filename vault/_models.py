@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Date,
     DateTime,
     ForeignKey,
@@ -35,9 +36,11 @@ __all__ = [
     "AuditEventRecord",
     "AuditHeadRecord",
     "Base",
+    "CertificateAuthorityRecord",
     "DepartmentRecord",
     "KeyRecord",
     "LicenceRecord",
+    "SealRecord",
     "SerialCounterRecord",
     "StatusChangeRecord",
     "StatusListRecord",
@@ -234,3 +237,46 @@ class AccessLogRecord(Base):
     holder_id_index: Mapped[str | None] = mapped_column(String(64), index=True)
     holder_id_masked: Mapped[str | None] = mapped_column(String(32))
     result_count: Mapped[int] = mapped_column(Integer)
+
+
+class CertificateAuthorityRecord(Base):
+    """Yinxin's own CA: its backend key, self-signed root certificate and current CRL."""
+
+    __tablename__ = "certificate_authorities"
+
+    ca_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kid: Mapped[str] = mapped_column(String(128), ForeignKey("keys.kid"))
+    certificate: Mapped[bytes] = mapped_column(LargeBinary)  # DER
+    state: Mapped[str] = mapped_column(String(16))  # active | retired
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The current CRL (RFC 5280 §5), re-issued when a seal is revoked, suspended or reinstated
+    # and before next_update; crl_number only grows.
+    crl_number: Mapped[int] = mapped_column(Integer)
+    crl: Mapped[bytes | None] = mapped_column(LargeBinary)
+    crl_next_update: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class SealRecord(Base):
+    """A department e-seal (电子印章): backend key + seal certificate + seal image."""
+
+    __tablename__ = "seals"
+    __table_args__ = (UniqueConstraint("ca_id", "certificate_serial", name="uq_seals_certificate"),)
+
+    seal_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    department_code: Mapped[str] = mapped_column(String(18), ForeignKey("departments.code"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    kid: Mapped[str] = mapped_column(String(128), ForeignKey("keys.kid"))
+    ca_id: Mapped[str] = mapped_column(String(64), ForeignKey("certificate_authorities.ca_id"))
+    certificate_serial: Mapped[str] = mapped_column(String(42))  # upper-case hex
+    certificate: Mapped[bytes] = mapped_column(LargeBinary)  # DER
+    fingerprint: Mapped[str] = mapped_column(String(64))  # SHA-256 of the DER certificate
+    image_png: Mapped[bytes] = mapped_column(LargeBinary)
+    image_generated: Mapped[bool] = mapped_column(Boolean)
+    state: Mapped[str] = mapped_column(String(16))  # active | suspended | revoked
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime())
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    state_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    state_reason: Mapped[str | None] = mapped_column(String(500))
+    crl_reason: Mapped[str | None] = mapped_column(String(32))  # RFC 5280 §5.3.1 CRLReason name

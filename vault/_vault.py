@@ -46,6 +46,7 @@ from vault._issuance import (
 from vault._keys import KeyRegistry
 from vault._models import DepartmentRecord, LicenceRecord, StatusChangeRecord
 from vault._reading import LicenceReader
+from vault._seals import SealRegistry, SealSettings
 from vault._status_lists import allocate_status_slots, status_list_uri
 from vault._types import (
     CHINA_TIME,
@@ -102,6 +103,7 @@ class Vault(LicenceReader):
         *,
         clock: Clock = system_clock,
         public_url: str = "http://127.0.0.1:8000",
+        seal_settings: SealSettings | None = None,
     ) -> None:
         self.db = db
         # Where this service is reachable: status list URIs and QR links are built on it.
@@ -111,6 +113,9 @@ class Vault(LicenceReader):
         self.clock = clock
         self.audit = AuditLog()
         self.keys = KeyRegistry(backend, self.audit)
+        self.seals = SealRegistry(
+            db, backend, self.keys, self.audit, clock, self.public_url, seal_settings or SealSettings()
+        )
         self._trust: TrustStore | None = None
         self._trust_lock = threading.Lock()
 

@@ -374,8 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Imported here: these modules import helpers from this one.
     from verify_api._cli_clients import add_client_commands
+    from verify_api._cli_seals import add_seal_commands
 
     add_client_commands(sub, add)
+    add_seal_commands(sub, add)
     return p
 
 

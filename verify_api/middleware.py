@@ -28,7 +28,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -72,7 +72,13 @@ def install_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> No
     app.state.metrics = metrics
     # add_middleware puts each new one outside the previous: the body limit sits inside, so its 413
     # carries the headers and the request id and is counted.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, routes=app.router.routes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        routes=app.router.routes,
+        # Documents to seal or verify are larger than any JSON body: their own limit (20 MiB).
+        overrides=[(pattern, settings.max_pdf_bytes) for pattern in PDF_BODY_PATHS],
+    )
     app.add_middleware(PlatformMiddleware, metrics=metrics, exception_handlers=app.exception_handlers)
 
 
@@ -200,22 +206,44 @@ class BodyTooLarge(StarletteHTTPException):
         super().__init__(413, _too_large_detail(max_bytes), headers={"Connection": "close"})
 
 
+# Raw paths whose bodies are PDFs (sealing, verification); they get ``max_pdf_bytes``.
+PDF_BODY_PATHS: tuple[re.Pattern[str], ...] = (
+    re.compile(r"^/v1/seals/[^/]{1,64}/pdf$"),
+    re.compile(r"^/v1/pdf/verify$"),
+)
+
+
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, max_bytes: int, routes: Iterable[BaseRoute] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        routes: Iterable[BaseRoute] = (),
+        overrides: Sequence[tuple[re.Pattern[str], int]] = (),
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.routes = routes
+        self.overrides = tuple(overrides)
+
+    def _limit(self, path: str) -> int:
+        for pattern, limit in self.overrides:
+            if pattern.match(path):
+                return limit
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self._limit(scope.get("path", "")) if self.overrides else self.max_bytes
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_bytes:
+        if declared is not None and declared > max_bytes:
             # Answered without reading the body; Connection: close, so the server does not read it
             # either. The route is matched only to label the metrics.
             self._match_route(scope)
-            await self._too_large(scope, receive, send)
+            await self._too_large(scope, receive, send, max_bytes)
             return
         received = 0
         exceeded = False
@@ -224,13 +252,13 @@ class BodyLimitMiddleware:
         async def limited_receive() -> Message:
             nonlocal received, exceeded
             if exceeded:
-                raise BodyTooLarge(self.max_bytes)
+                raise BodyTooLarge(max_bytes)
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     exceeded = True
-                    raise BodyTooLarge(self.max_bytes)
+                    raise BodyTooLarge(max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -246,13 +274,13 @@ class BodyLimitMiddleware:
             # the same answer here.
             if started:
                 raise
-            await self._too_large(scope, receive, send)
+            await self._too_large(scope, receive, send, max_bytes)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
         response = problem_response(
             413,
             "input_too_large",
-            _too_large_detail(self.max_bytes),
+            _too_large_detail(max_bytes),
             instance=scope.get("path"),
             headers={"Connection": "close"},
         )

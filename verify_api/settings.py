@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hsm import BackendConfig
 from schemas.errors import ConfigurationError
+from vault import SealSettings
 
 __all__ = ["Settings", "load_settings"]
 
@@ -40,6 +41,26 @@ class Settings(BaseSettings):
         pattern=r"^https?://[^\s/?#]+(:[0-9]{1,5})?(/[^\s?#]*)?$",
         max_length=200,
         description="the service's public base URL (QR links, status list URIs)",
+    )
+    # The CA and e-seals (vault._seals).
+    ca_common_name: str = Field(default="Yinxin Root CA", min_length=1, max_length=64)
+    ca_organisation: str = Field(default="Yinxin 印信", min_length=1, max_length=64)
+    ca_validity_days: int = Field(default=3650, ge=30, le=9125, description="root certificate validity")
+    seal_validity_days: int = Field(
+        default=730, ge=1, le=3650, description="seal certificate validity (the seal key's cryptoperiod)"
+    )
+    crl_validity_hours: int = Field(default=168, ge=1, le=24 * 31, description="CRL nextUpdate - thisUpdate")
+    cjk_font: Path | None = Field(
+        default=None, description="CJK font (.otf/.ttf/.ttc) for seal images and printed licences"
+    )
+    tsa_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s]+$",
+        max_length=500,
+        description="RFC 3161 timestamp authority: sealed PDFs become PAdES B-T",
+    )
+    max_pdf_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=1024, le=20 * 1024 * 1024, description="largest PDF accepted (413 above)"
     )
     # HTTP platform (verify_api.middleware, verify_api.ratelimit, verify_api.metrics).
     max_body_bytes: int = Field(
@@ -71,6 +92,18 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.home / 'yinxin.db').resolve()}"
+
+    def seal_settings(self) -> SealSettings:
+        return SealSettings(
+            ca_common_name=self.ca_common_name,
+            ca_organisation=self.ca_organisation,
+            ca_validity_days=self.ca_validity_days,
+            seal_validity_days=self.seal_validity_days,
+            crl_validity_hours=self.crl_validity_hours,
+            cjk_font=self.cjk_font,
+            font_cache=self.home / "fonts",
+            timestamp_url=self.tsa_url,
+        )
 
     def backend_config(self) -> BackendConfig:
         passphrase = _secret(self.keystore_passphrase, self.keystore_passphrase_file, "KEYSTORE_PASSPHRASE")

@@ -55,7 +55,14 @@ def open_vault(settings: Settings, *, clock: Clock = system_clock, migrate: bool
             )
         backend = open_backend(settings.backend_config())
         try:
-            yield Vault(db, backend, load_licence_types(), clock=clock, public_url=settings.public_url)
+            yield Vault(
+                db,
+                backend,
+                load_licence_types(),
+                clock=clock,
+                public_url=settings.public_url,
+                seal_settings=settings.seal_settings(),
+            )
         finally:
             backend.close()
     finally:

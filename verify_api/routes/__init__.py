@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from verify_api.routes import api_docs, health, jwks, licences, oauth, page, qr, status_lists, verify
+from verify_api.routes import api_docs, health, jwks, licences, oauth, page, qr, seals, status_lists, verify
 
 __all__ = ["ROUTERS"]
 
@@ -12,6 +12,8 @@ ROUTERS: list[APIRouter] = [
     health.router,
     api_docs.router,
     oauth.router,
+    # Before licences: /v1/licences/{identifier}.pdf must win over /v1/licences/{identifier}.
+    seals.router,
     licences.router,
     qr.router,
     verify.router,
