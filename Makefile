@@ -9,7 +9,7 @@ export YINXIN_HOME ?= $(CURDIR)/var
 # (it warns). Production sets YINXIN_ENVIRONMENT=production and a real passphrase or an HSM.
 run: export YINXIN_ENVIRONMENT ?= development
 
-.PHONY: run test lint bench venv system-deps demo clean
+.PHONY: run test lint bench venv system-deps runtime-deps _apt-install demo clean
 
 venv: $(STAMP)
 
@@ -19,27 +19,35 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-# Debian packages the tests use: SoftHSM2 (PKCS#11 tests), Chromium and a CJK font (the
-# verification page in a real browser; the font is also embedded in seal images and printed
-# licences), poppler-utils (pdfsig/pdftoppm check sealed PDFs independently) and libnss3-tools
-# (certutil: the NSS trust store pdfsig reads). Installed with root and apt; without them those tests
+# Debian packages, installed with root and apt when missing.
+# The service itself (`make run`): a CJK font (fonts-noto-cjk) for seal images and printed licences,
+# and SoftHSM2 for a PKCS#11 token. The tests add Chromium (the verification page in a real
+# browser), poppler-utils (pdfsig/pdftoppm/pdftotext check sealed PDFs independently) and
+# libnss3-tools (certutil: the NSS trust store pdfsig reads). Without root the tests needing them
 # skip locally and fail in CI, where CI=true forbids skipping them.
-SYSTEM_PACKAGES := softhsm2 chromium fonts-noto-cjk poppler-utils libnss3-tools
+runtime-deps:
+	@$(MAKE) --no-print-directory _apt-install CHECK=runtime
+
 system-deps:
+	@$(MAKE) --no-print-directory _apt-install CHECK=all
+
+_apt-install:
 	@missing=""; \
 	ls /usr/lib/softhsm/libsofthsm2.so /usr/lib/*/softhsm/libsofthsm2.so >/dev/null 2>&1 || missing="$$missing softhsm2"; \
-	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
-	fc-list 2>/dev/null | grep -qi "noto sans cjk" || missing="$$missing fonts-noto-cjk"; \
-	command -v pdfsig >/dev/null 2>&1 || missing="$$missing poppler-utils"; \
-	command -v certutil >/dev/null 2>&1 || missing="$$missing libnss3-tools"; \
+	fc-list 2>/dev/null | grep -qi "noto serif cjk" || missing="$$missing fonts-noto-cjk"; \
+	if [ "$(CHECK)" = all ]; then \
+	  command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	  command -v pdfsig >/dev/null 2>&1 || missing="$$missing poppler-utils"; \
+	  command -v certutil >/dev/null 2>&1 || missing="$$missing libnss3-tools"; \
+	fi; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing$$missing (apt)"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null; \
-	  else echo "missing$$missing and no root/apt: the tests needing them will be skipped"; fi; \
+	  else echo "missing$$missing and no root/apt: install them (the tests needing them skip; sealing needs a CJK font)"; fi; \
 	fi
 
-run: venv
+run: venv runtime-deps
 	$(VENV)/bin/yinxin init
 	$(VENV)/bin/yinxin demo
 	$(VENV)/bin/yinxin seed-demo

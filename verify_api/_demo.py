@@ -44,6 +44,24 @@ def ensure_demo_departments(vault: Vault, actor: str) -> list[str]:
     return done
 
 
+def ensure_demo_seals(vault: Vault, actor: str) -> list[str]:
+    """The CA and one 行政审批专用章 per demo issuer (so `make run` can seal and print licences)."""
+    from schemas.errors import CANotInitialised
+
+    done: list[str] = []
+    try:
+        vault.seals.ca()
+    except CANotInitialised:
+        ca = vault.seals.init_ca(actor=actor)
+        done.append(f"created the CA {ca.ca_id} ({ca.certificate.subject.rfc4514_string()})")
+    have = {s.department_code for s in vault.seals.list() if s.state == "active"}
+    for code, name in DEMO_DEPARTMENTS.items():
+        if code not in have:
+            seal = vault.seals.create(code, f"{name}行政审批专用章", actor=actor)
+            done.append(f"created seal {seal.seal_id} {seal.name}")
+    return done
+
+
 def run_demo(vault: Vault, *, json_output: bool = False, actor: str = "demo") -> int:
     steps: list[dict[str, Any]] = []
 
@@ -112,6 +130,7 @@ def seed_service_demo(
     from vault._clients import ClientRegistry
 
     done = ensure_demo_departments(vault, actor)
+    done += ensure_demo_seals(vault, actor)
     code, name = DEMO_VERIFIER
     if code not in {d.code for d in vault.departments()}:
         vault.add_department(code, name, actor=actor)
@@ -125,12 +144,12 @@ def seed_service_demo(
             (
                 "market_regulator",
                 "11110101000000123B",
-                "licence:issue licence:read licence:manage licence:verify",
+                "licence:issue licence:read licence:manage licence:verify seal:use",
             ),
             (
                 "health_commission",
                 "11110101000000456Q",
-                "licence:issue licence:read licence:manage licence:verify",
+                "licence:issue licence:read licence:manage licence:verify seal:use",
             ),
             ("verifier", code, "licence:read licence:verify"),
         ):
