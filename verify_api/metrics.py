@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +29,7 @@ from prometheus_client import values as prometheus_values
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from schemas.errors import ConfigurationError
+from signing import PDF_VERDICT_CODES
 from vault import LicenceStatus
 
 __all__ = ["CONTENT_TYPE", "UNMATCHED_ROUTE", "VERDICTS", "Metrics", "MetricsDep", "get_metrics"]
@@ -44,6 +46,8 @@ VERDICTS = (
     LicenceStatus.EXPIRED,
     LicenceStatus.NOT_YET_VALID,
 )
+# Sealed-PDF verification outcomes: valid, or the first failure code (signing.PDF_VERDICT_CODES).
+PDF_OUTCOMES = ("valid", "invalid", *PDF_VERDICT_CODES)
 # The label for requests no route matched (404s, and bodies refused before routing).
 UNMATCHED_ROUTE = "<unmatched>"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -92,6 +96,18 @@ class Metrics:
             ("verdict",),
             registry=metric_registry,
         )
+        self._sealed = Counter(
+            "yinxin_documents_sealed",
+            "PDFs sealed over the API (printed licences included), by kind.",
+            ("kind",),
+            registry=metric_registry,
+        )
+        self._pdf_verifications = Counter(
+            "yinxin_pdf_verifications",
+            "Sealed-PDF verifications, by outcome (valid, or the first failure code).",
+            ("outcome",),
+            registry=metric_registry,
+        )
         self._backend_errors = Counter(
             "yinxin_backend_errors",
             "Failures of the database or the key backend, by kind.",
@@ -101,6 +117,10 @@ class Metrics:
         self._kinds: set[str] = set()
         for verdict in VERDICTS:  # every verdict shows, at 0, from the first scrape
             self._verifications.labels(verdict)
+        for outcome in PDF_OUTCOMES:
+            self._pdf_verifications.labels(outcome)
+        for kind in ("document", "licence"):
+            self._sealed.labels(kind)
 
     # ---- what the middleware and the routes call ----------------------------------------
 
@@ -121,6 +141,14 @@ class Metrics:
             log.warning("metrics: unknown verdict %r counted as invalid", verdict[:40])
             verdict = LicenceStatus.INVALID
         self._verifications.labels(verdict).inc()
+
+    def sealed(self, kind: str) -> None:
+        """A PDF was sealed: ``document`` (POST /v1/seals/…/pdf) or ``licence`` (a printed licence)."""
+        self._sealed.labels(kind if kind in ("document", "licence") else "document").inc()
+
+    def pdf_verified(self, valid: bool, codes: Sequence[str]) -> None:
+        outcome = "valid" if valid else (codes[0] if codes and codes[0] in PDF_OUTCOMES else "invalid")
+        self._pdf_verifications.labels(outcome).inc()
 
     def backend_error(self, kind: str) -> None:
         """The database or key backend failed; *kind* is a short code such as ``database`` or ``hsm``."""

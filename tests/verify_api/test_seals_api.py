@@ -105,6 +105,10 @@ def test_seal_then_verify_then_revoke(world: World) -> None:
     world.vault.seals.revoke(world.market_seal, "印章被盗", actor="test")
     body = world.api.post("/v1/pdf/verify", content=sealed, headers=PDF).json()
     assert not body["valid"] and body["codes"] == ["revoked"]
+    metrics = world.api.get("/metrics").text
+    assert 'yinxin_documents_sealed_total{kind="document"} 1.0' in metrics
+    assert 'yinxin_pdf_verifications_total{outcome="valid"} 1.0' in metrics
+    assert 'yinxin_pdf_verifications_total{outcome="revoked"} 1.0' in metrics
 
 
 def test_sealing_needs_scope_and_ownership(world: World) -> None:

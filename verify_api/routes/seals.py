@@ -24,6 +24,7 @@ from signing import StampPlacement
 from vault import licence_pdf
 from verify_api.auth import Principal, require_own_department, require_scope
 from verify_api.deps import VaultDep
+from verify_api.metrics import MetricsDep
 from verify_api.ratelimit import rate_limited
 from verify_api.routes._docs import problem_responses
 
@@ -109,6 +110,7 @@ async def seal_pdf(
     request: Request,
     principal: SealUser,
     vault: VaultDep,
+    metrics: MetricsDep,
     seal_id: Annotated[str, Path(min_length=1, max_length=64, description="the seal, e.g. seal-0123456789")],
     page: Annotated[int, Query(ge=1, le=100_000, description="page for the stamp, from 1")] = 1,
     box: Annotated[
@@ -132,6 +134,7 @@ async def seal_pdf(
             actor=f"client:{principal.client_id}",
         )
     )
+    metrics.sealed("document")
     return _pdf_response(sealed.pdf, "sealed.pdf")
 
 
@@ -144,9 +147,10 @@ async def seal_pdf(
     # The same per-address budget as POST /v1/verify: verification is public.
     dependencies=[Depends(rate_limited("verify"))],
 )
-async def verify_pdf(request: Request, vault: VaultDep) -> dict[str, Any]:
+async def verify_pdf(request: Request, vault: VaultDep, metrics: MetricsDep) -> dict[str, Any]:
     pdf = await _pdf_body(request)
     verdict = await run_in_threadpool(vault.seals.verify_document, pdf)
+    metrics.pdf_verified(verdict.valid, verdict.codes)
     return verdict.to_dict()
 
 
@@ -186,6 +190,7 @@ def ca_crl(vault: VaultDep) -> Response:
 def licence_pdf_route(
     principal: Manager,
     vault: VaultDep,
+    metrics: MetricsDep,
     identifier: Annotated[
         str, Path(min_length=20, max_length=128, description="GB/T 36904 licence identifier")
     ],
@@ -193,4 +198,5 @@ def licence_pdf_route(
     lic = vault.get(identifier)
     require_own_department(principal, lic.issuer_code)
     sealed = licence_pdf(vault, identifier, actor=f"client:{principal.client_id}")
+    metrics.sealed("licence")
     return _pdf_response(sealed.pdf, f"{identifier}.pdf")
