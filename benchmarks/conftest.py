@@ -90,6 +90,10 @@ def _rate_ratios(benchmarks: list[Any]) -> list[tuple[str, float, str]]:
     return lines
 
 
+# Issue 4's absolute goals on this machine (per core, best time): sealing with SoftHSM, verification.
+_PDF_RATE_GOALS = {"pdf-seal-pkcs11": 60.0, "pdf-verify": 100.0}
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     session = getattr(config, "_benchmarksession", None)
     if session is None or not session.benchmarks:
@@ -101,3 +105,12 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         rate = bench.extra_info.get("licences_per_second")
         if rate:
             terminalreporter.write_line(f"{bench.name:<40} {rate:9.0f} licences/s")
+        pdf_rate = bench.extra_info.get("pdfs_per_second")
+        if pdf_rate:
+            goal = next((g for p, g in _PDF_RATE_GOALS.items() if (bench.group or "").startswith(p)), None)
+            mark = ""
+            if goal is not None and bench.extra_info.get("role") == "ours":
+                mark = f"  (goal ≥ {goal:.0f}/s: {'met' if pdf_rate >= goal else 'NOT met'})"
+            terminalreporter.write_line(f"{bench.name:<48} {pdf_rate:7.1f} PDFs/s{mark}")
+        if bench.extra_info.get("qr_version"):
+            terminalreporter.write_line(f"{bench.name:<48} QR version {bench.extra_info['qr_version']}")

@@ -37,7 +37,14 @@ from ._fonts import find_cjk_font, font_missing_chars, prepare_cjk_font
 from ._jwk import jwks_document, public_jwk, trusted_key_from_jwk
 from ._jws import MAX_TOKEN_BYTES, TOKEN_TYP, VERDICT_CODES
 from ._licence_pdf import LicenceFace, RenderedLicence, render_licence_pdf
-from ._pdf_seal import MAX_PDF_BYTES, BackendSigner, SealCredentials, StampPlacement, seal_pdf
+from ._pdf_seal import (
+    MAX_PDF_BYTES,
+    MAX_SEALED_PDF_BYTES,
+    BackendSigner,
+    SealCredentials,
+    StampPlacement,
+    seal_pdf,
+)
 from ._pdf_verify import (
     PDF_VERDICT_CODES,
     PdfSignatureVerdict,
@@ -87,6 +94,7 @@ __all__ = [
     "MAX_ACCESS_TOKEN_BYTES",
     "MAX_PDF_BYTES",
     "MAX_PRESENTATION_BYTES",
+    "MAX_SEALED_PDF_BYTES",
     "MAX_SEAL_IMAGE_BYTES",
     "MAX_STATUS_LIST_BYTES",
     "MAX_STATUS_LIST_TOKEN_BYTES",

@@ -11,11 +11,15 @@ long-term-validation data, invalidates it. The visible stamp is the seal image d
 the signature widget on the chosen page.
 """
 
+# pyHanko's PDF object model (pdf_utils.generic, layout) has no annotations.
+# mypy: disable-error-code="no-untyped-call"
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,22 +29,26 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from PIL import Image
-from pyhanko.pdf_utils import layout
+from pyhanko.pdf_utils import generic, layout
+from pyhanko.pdf_utils.generic import pdf_name
 from pyhanko.pdf_utils.images import PdfImage
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.pdf_utils.metadata.model import DocumentMetadata
 from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign import fields, signers, timestamps
 from pyhanko.sign.general import SigningError
+from pyhanko.sign.timestamps.common_utils import TimestampRequestError
 from pyhanko.stamp import StaticStampStyle
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from hsm import KeyBackend, KeyRef, SignatureAlgorithm
-from schemas.errors import InvalidInput, YinxinError
+from schemas.errors import BackendUnavailable, InvalidInput, YinxinError
 from signing._x509 import sign_for_x509, x509_signature_algorithm
 
 __all__ = [
     "MAX_PDF_BYTES",
+    "MAX_SEALED_PDF_BYTES",
     "BackendSigner",
     "SealCredentials",
     "StampPlacement",
@@ -51,6 +59,10 @@ log = logging.getLogger("yinxin.signing")
 
 # Upload limit for documents to seal or verify (the API enforces it before reading the body).
 MAX_PDF_BYTES = 20 * 1024 * 1024
+# Limit for documents to verify: a document sealed at the upload limit grows by the seal's own
+# update (the reserved CMS room, ~10-40 KB) and later by LTV updates (DSS, document timestamps),
+# and must still verify.
+MAX_SEALED_PDF_BYTES = MAX_PDF_BYTES + 2 * 1024 * 1024
 MAX_PAGES = 2000
 SEAL_FIELD_NAME = "YinxinSeal"
 # Stamp size when no box is given: 42 mm, the diameter of a department seal (GA 241-2000).
@@ -130,9 +142,7 @@ class BackendSigner(signers.Signer):
         self._backend = backend
         self._key = key
         signing_cert = _to_asn1(certificate)
-        registry = SimpleCertificateStore.from_certs(  # type: ignore[no-untyped-call]
-            [signing_cert, *(_to_asn1(c) for c in chain)]
-        )
+        registry = SimpleCertificateStore.from_certs([signing_cert, *(_to_asn1(c) for c in chain)])
         super().__init__(
             signing_cert=signing_cert,
             cert_registry=registry,
@@ -189,7 +199,7 @@ def seal_pdf(
     if signing_time.tzinfo is None:
         raise InvalidInput("signing time must be timezone-aware")
     placement = placement or StampPlacement()
-    writer = _open_for_sealing(pdf)
+    writer = _open_for_sealing(pdf, signing_time)
     page_index, box = _stamp_box(writer, placement)
 
     meta = signers.PdfSignatureMetadata(
@@ -203,13 +213,13 @@ def seal_pdf(
         location=location,
     )
     stamp = StaticStampStyle(
-        background=PdfImage(_stamp_image(seal.image_png)),
+        background=_StampImage(_encoded_stamp(seal.image_png)),
         background_opacity=1.0,
         border_width=0,
         background_layout=layout.SimpleBoxLayoutRule(
             x_align=layout.AxisAlignment.ALIGN_MID,
             y_align=layout.AxisAlignment.ALIGN_MID,
-            margins=layout.Margins.uniform(0),  # type: ignore[no-untyped-call]
+            margins=layout.Margins.uniform(0),
             inner_content_scaling=layout.InnerScaling.SHRINK_TO_FIT,
         ),
     )
@@ -237,8 +247,14 @@ def seal_pdf(
         _run(pdf_signer.async_sign_pdf(writer, bytes_reserved=2 * reserve, output=out))
     except YinxinError:
         raise
+    except TimestampRequestError as exc:
+        # The TSA is a service we depend on, like the HSM: its failure is not the caller's input.
+        log.warning("timestamp authority %s failed: %s", timestamp_url, exc)
+        raise BackendUnavailable(
+            "the timestamp authority did not answer or refused the request: try again later"
+        ) from exc
     except (SigningError, PdfError, OSError) as exc:
-        # A failing TSA or an oddly built PDF; the key backend's own errors are ours already.
+        # An oddly built PDF; the key backend's own errors are ours already.
         raise InvalidInput(f"the document could not be sealed: {exc}") from exc
     return out.getvalue()
 
@@ -248,7 +264,27 @@ def _run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def _open_for_sealing(pdf: bytes) -> IncrementalPdfFileWriter:
+class _ClockedMetadata(DocumentMetadata):
+    """Document metadata whose modification time stays the one it was given.
+
+    pyHanko's writer sets ``last_modified`` to ``"now"`` on every write, which becomes the
+    server's wall clock (in its local zone) in /Info /ModDate and the XMP ModifyDate; the
+    modification time of a sealed document is the sealing time (DESIGN §5.5: time is injected).
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "last_modified" and value == "now" and "last_modified" in self.__dict__:
+            return
+        super().__setattr__(name, value)
+
+
+class _SealingWriter(IncrementalPdfFileWriter):
+    def __init__(self, pdf: bytes, modified_at: datetime) -> None:
+        super().__init__(io.BytesIO(pdf), strict=False)
+        self._meta = _ClockedMetadata(last_modified=modified_at)
+
+
+def _open_for_sealing(pdf: bytes, modified_at: datetime) -> IncrementalPdfFileWriter:
     if len(pdf) > MAX_PDF_BYTES:
         raise InvalidInput(
             f"the PDF is {len(pdf)} bytes; the limit is {MAX_PDF_BYTES} bytes (20 MiB): split it first"
@@ -256,7 +292,7 @@ def _open_for_sealing(pdf: bytes) -> IncrementalPdfFileWriter:
     if not pdf.lstrip()[:5] == b"%PDF-":
         raise InvalidInput("the file is not a PDF (it does not start with %PDF-)")
     try:
-        writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=False)
+        writer = _SealingWriter(pdf, modified_at)
         reader = writer.prev
         if reader.encrypted:
             raise InvalidInput("the PDF is encrypted: seal the unencrypted document")
@@ -284,7 +320,7 @@ def _stamp_box(
     if not 1 <= placement.page <= pages:
         raise InvalidInput(f"page {placement.page} does not exist: the document has pages 1 to {pages}")
     page_index = placement.page - 1
-    page = reader.find_page_for_modification(page_index)[0].get_object()  # type: ignore[no-untyped-call]
+    page = reader.find_page_for_modification(page_index)[0].get_object()
     x0, y0, x1, y1 = (float(v) for v in _media_box(reader, page_index, page))
     if placement.box is None:
         size = DEFAULT_STAMP_PT
@@ -318,10 +354,68 @@ def _media_box(reader: PdfFileReader, page_index: int, page: Any) -> Sequence[An
     raise InvalidInput(f"page {page_index + 1} has no /MediaBox: the PDF is malformed")
 
 
-def _stamp_image(png: bytes) -> Image.Image:
+@dataclass(frozen=True, slots=True)
+class _EncodedStamp:
+    """A seal image as PDF image data, Flate-compressed once: colour samples and alpha (SMask)."""
+
+    width: int
+    height: int
+    rgb: bytes
+    alpha: bytes
+
+
+@functools.lru_cache(maxsize=64)
+def _encoded_stamp(png: bytes) -> _EncodedStamp:
+    # Decoding the PNG and deflating its samples costs ~10 ms, more than the rest of sealing
+    # together; a department seals with the same image all day (keyed by the bytes themselves).
     image = Image.open(io.BytesIO(png))
     image.load()
-    return image.convert("RGBA")
+    rgba = image.convert("RGBA")
+    return _EncodedStamp(
+        rgba.width,
+        rgba.height,
+        zlib.compress(rgba.convert("RGB").tobytes(), 6),
+        zlib.compress(rgba.getchannel("A").tobytes(), 6),
+    )
+
+
+class _StampImage(PdfImage):
+    """pyHanko's ``PdfImage`` over pre-compressed samples (ISO 32000-2 §8.9.5, §11.6.5.3 SMask)."""
+
+    def __init__(self, encoded: _EncodedStamp) -> None:
+        # The base class keeps the PIL image only for its size and for pil_image(); neither is used.
+        super().__init__(Image.new("L", (encoded.width, encoded.height)))
+        self._encoded = encoded
+
+    @property
+    def image_ref(self) -> generic.IndirectObject:
+        assert self.writer is not None
+        ref = self._image_ref
+        if ref is None or ref.get_pdf_handler() is not self.writer:
+            self._image_ref = ref = self._write(self.writer)
+        return ref
+
+    def _write(self, writer: Any) -> generic.IndirectObject:
+        e = self._encoded
+
+        def image(color_space: str, data: bytes, extra: dict[Any, Any]) -> generic.IndirectObject:
+            entries = {
+                pdf_name("/Type"): pdf_name("/XObject"),
+                pdf_name("/Subtype"): pdf_name("/Image"),
+                pdf_name("/Width"): generic.NumberObject(e.width),
+                pdf_name("/Height"): generic.NumberObject(e.height),
+                pdf_name("/ColorSpace"): pdf_name(color_space),
+                pdf_name("/BitsPerComponent"): generic.NumberObject(8),
+                pdf_name("/Filter"): pdf_name("/FlateDecode"),
+                **extra,
+            }
+            ref: generic.IndirectObject = writer.add_object(
+                generic.StreamObject(generic.DictionaryObject(entries), encoded_data=data)
+            )
+            return ref
+
+        smask = image("/DeviceGray", e.alpha, {})
+        return image("/DeviceRGB", e.rgb, {pdf_name("/SMask"): smask})
 
 
 def _to_asn1(certificate: x509.Certificate) -> asn1_x509.Certificate:

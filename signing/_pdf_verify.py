@@ -31,7 +31,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID, ObjectIdentifier
-from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.diff_analysis import DiffResult, ModificationLevel, SuspiciousModification
 from pyhanko.sign.validation import async_validate_pdf_signature
@@ -39,7 +38,8 @@ from pyhanko.sign.validation.pdf_embedded import EmbeddedPdfSignature
 from pyhanko.sign.validation.status import SignatureCoverageLevel
 from pyhanko_certvalidator import ValidationContext
 
-from signing._pdf_seal import MAX_PDF_BYTES
+from signing._pdf_revisions import changes_after
+from signing._pdf_seal import MAX_SEALED_PDF_BYTES
 
 __all__ = [
     "PDF_VERDICT_CODES",
@@ -152,10 +152,17 @@ def verify_sealed_pdf(
     trust_roots: Sequence[x509.Certificate],
     certificate_status: CertificateLookup,
     now: datetime,
+    timestamp_roots: Sequence[x509.Certificate] = (),
 ) -> PdfVerdict:
-    """Judge every signature in *pdf*; the document is valid when it has at least one and all hold."""
-    if len(pdf) > MAX_PDF_BYTES:
-        return _refused("too_large", f"the PDF is {len(pdf)} bytes; the limit is {MAX_PDF_BYTES} (20 MiB)")
+    """Judge every signature in *pdf*; the document is valid when it has at least one and all hold.
+
+    A signature timestamp (PAdES B-T) is reported only when its TSA chains to one of
+    *timestamp_roots*; an untrusted or missing timestamp leaves the seal as it is (B-B).
+    """
+    if len(pdf) > MAX_SEALED_PDF_BYTES:
+        return _refused(
+            "too_large", f"the PDF is {len(pdf)} bytes; the limit is {MAX_SEALED_PDF_BYTES} bytes (22 MiB)"
+        )
     try:
         reader = PdfFileReader(io.BytesIO(pdf), strict=False)
         if reader.encrypted:
@@ -167,27 +174,35 @@ def verify_sealed_pdf(
     if not embedded:
         return _refused("no_signature", "the PDF carries no seal (no signature field is signed)")
 
-    roots = [asn1_x509.Certificate.load(r.public_bytes(Encoding.DER)) for r in trust_roots]
-    verdicts = tuple(
-        asyncio.run(_judge_all(embedded, roots, certificate_status, now)),
-    )
+    anchors = _Anchors(_asn1(trust_roots), _asn1(timestamp_roots))
+    verdicts = tuple(asyncio.run(_judge_all(embedded, anchors, certificate_status, now)))
     codes = tuple(dict.fromkeys(c for v in verdicts for c in v.codes))
     reasons = tuple(f"{v.field_name}: {r}" for v in verdicts for r in v.reasons)
     return PdfVerdict(all(v.valid for v in verdicts), codes, reasons, verdicts)
 
 
+@dataclass(frozen=True, slots=True)
+class _Anchors:
+    seals: list[asn1_x509.Certificate]
+    timestamps: list[asn1_x509.Certificate]
+
+
+def _asn1(certificates: Sequence[x509.Certificate]) -> list[asn1_x509.Certificate]:
+    return [asn1_x509.Certificate.load(c.public_bytes(Encoding.DER)) for c in certificates]
+
+
 async def _judge_all(
     embedded: Sequence[EmbeddedPdfSignature],
-    roots: Sequence[asn1_x509.Certificate],
+    anchors: _Anchors,
     certificate_status: CertificateLookup,
     now: datetime,
 ) -> list[PdfSignatureVerdict]:
-    return [await _judge(sig, roots, certificate_status, now) for sig in embedded]
+    return [await _judge(sig, anchors, certificate_status, now) for sig in embedded]
 
 
 async def _judge(
     sig: EmbeddedPdfSignature,
-    roots: Sequence[asn1_x509.Certificate],
+    anchors: _Anchors,
     certificate_status: CertificateLookup,
     now: datetime,
 ) -> PdfSignatureVerdict:
@@ -204,9 +219,13 @@ async def _judge(
     except Exception:
         return _broken_signature(name, "the signature carries no readable signer certificate")
 
-    context = ValidationContext(trust_roots=list(roots), moment=now, allow_fetching=False)
+    # An empty list is an empty trust store (None would mean the operating system's).
+    context = ValidationContext(trust_roots=list(anchors.seals), moment=now, allow_fetching=False)
+    ts_context = ValidationContext(trust_roots=list(anchors.timestamps), moment=now, allow_fetching=False)
     try:
-        status = await async_validate_pdf_signature(sig, signer_validation_context=context)
+        status = await async_validate_pdf_signature(
+            sig, signer_validation_context=context, ts_validation_context=ts_context
+        )
     except Exception as exc:
         log.info("signature %s could not be validated: %s", name, type(exc).__name__)
         return _broken_signature(name, "the signature is malformed and cannot be checked", cert)
@@ -221,7 +240,10 @@ async def _judge(
     usage_problem = _key_usage_problem(cert)
     if usage_problem:
         fail("key_usage", usage_problem)
-    if not status.trusted and not usage_problem:
+    # pyHanko validates the certificate path only for a signature that verifies: for a broken
+    # one, "not trusted" says nothing about who issued the certificate.
+    checked = status.intact and status.valid
+    if checked and not status.trusted and not usage_problem:
         outside = not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc)
         fail(
             "untrusted",
@@ -241,6 +263,8 @@ async def _judge(
         elif registry.state == "suspended":
             why = f": {registry.reason}" if registry.reason else ""
             fail("suspended", f"the seal is suspended{why}")
+        elif registry.state != "active":  # fail closed on a state this policy does not know
+            fail("unknown_certificate", "the seal registry reports an unknown state for this seal")
 
     modification = _modification(status.diff_result)
     if status.coverage == SignatureCoverageLevel.ENTIRE_FILE:
@@ -249,7 +273,7 @@ async def _judge(
         # pyHanko's diff policy tolerates some harmless-looking updates (a new /Info, unreferenced
         # objects, an empty update); ours admits only long-term-validation revisions, so each later
         # revision is checked for being one before pyHanko's verdict on their content is asked.
-        changes = _changes_after(sig)
+        changes = changes_after(sig)
         if changes:
             fail("modified", "the document was changed after sealing: " + ", ".join(changes))
         elif modification is None or modification.value > ModificationLevel.LTA_UPDATES.value:
@@ -290,164 +314,17 @@ def _modification_reason(
     # pyHanko's own message names internal object numbers: logged, not shown.
     if isinstance(diff, SuspiciousModification):
         log.info("post-seal update refused by the diff policy: %s", str(diff)[:300])
-    kind = {
-        ModificationLevel.FORM_FILLING: "form fields were filled in or changed",
-        ModificationLevel.ANNOTATIONS: "annotations were added or changed",
-    }.get(level) if level else None
+    kind = (
+        {
+            ModificationLevel.FORM_FILLING: "form fields were filled in or changed",
+            ModificationLevel.ANNOTATIONS: "annotations were added or changed",
+        }.get(level)
+        if level
+        else None
+    )
     return "the document was changed after sealing: " + (
         kind or "a long-term-validation update also changed the document's objects"
     )
-
-
-# -- what the updates after the seal did ------------------------------------------------------
-
-# More later revisions than any LTV workflow writes (one DSS and a timestamp per renewal).
-_MAX_LATER_REVISIONS = 64
-_MAX_TREE_NODES = 20_000
-
-
-def _changes_after(sig: EmbeddedPdfSignature) -> list[str]:
-    """What the revisions after *sig*'s did, for each one that is not LTV data (empty: all LTV)."""
-    reader = sig.reader
-    first, total = sig.signed_revision + 1, reader.xrefs.total_revisions
-    if total - first > _MAX_LATER_REVISIONS:
-        return [f"{total - first} incremental updates were appended"]
-    try:
-        timestamped = {ts.signed_revision for ts in reader.embedded_timestamp_signatures}
-        kinds: dict[str, None] = {}
-        for revision in range(first, total):
-            old = reader.get_historical_resolver(revision - 1)
-            new = reader.get_historical_resolver(revision)
-            if revision in timestamped or _dss_entries(new) - _dss_entries(old):
-                continue  # a document timestamp or new validation data; pyHanko's diff checks the rest
-            kinds.update(dict.fromkeys(_describe_update(reader, old, new)))
-        return list(kinds)
-    except Exception as exc:  # fail closed: an update we cannot read is not an LTV update
-        log.info("updates after a seal could not be analysed: %s", type(exc).__name__)
-        raise
-        return ["incremental updates were appended that cannot be analysed"]
-
-
-def _dss_entries(handler: Any) -> set[Any]:
-    """The validation data in a revision's Document Security Store (ISO 32000-2 §12.8.4.3)."""
-    dss = _get(handler.root, "/DSS")
-    if dss is None:
-        return set()
-    vri = _get(dss, "/VRI")
-    entries: set[Any] = {("vri", str(key)) for key in vri} if isinstance(vri, generic.DictionaryObject) else set()
-    for key in ("/Certs", "/CRLs", "/OCSPs"):
-        entries.update((key, ref) for ref in _array_refs(_raw(dss, key)))
-    return entries
-
-
-def _describe_update(reader: PdfFileReader, old: Any, new: Any) -> list[str]:
-    changed = set(new.explicit_refs_in_revision())
-    if not changed:
-        return ["an empty incremental update was appended"]
-    kinds: list[str] = []
-    explained: set[Any] = set()
-    old_pages, new_pages = _pages(old, explained), _pages(new, explained)
-    if [ref for ref, _ in old_pages] != [ref for ref, _ in new_pages]:
-        kinds.append("pages were added, removed or replaced")
-    old_fields, new_fields = _fields(old, explained), _fields(new, explained)
-    added_fields = new_fields.keys() - old_fields.keys()
-    if any(new_fields[ref] for ref in added_fields):
-        kinds.append("another signature was added")
-    if any(not new_fields[ref] for ref in added_fields):
-        kinds.append("form fields were added")
-    if any(ref in changed for ref in old_fields):
-        kinds.append("form fields were filled in or changed")
-    annotations = content = page_changed = False
-    for (old_ref, old_page), (new_ref, new_page) in zip(old_pages, new_pages, strict=False):
-        old_annots = [r for r in _array_refs(_raw(old_page, "/Annots")) if r not in old_fields]
-        new_annots = [r for r in _array_refs(_raw(new_page, "/Annots")) if r not in new_fields]
-        old_contents = _array_refs(_raw(old_page, "/Contents"))
-        new_contents = _array_refs(_raw(new_page, "/Contents"))
-        explained.update(new_annots, new_contents)
-        annotations |= old_annots != new_annots or any(r in changed for r in new_annots)
-        content |= old_contents != new_contents or any(r in changed for r in new_contents)
-        page_changed |= new_ref in changed and old_annots == new_annots and old_contents == new_contents
-    if annotations:
-        kinds.append("annotations were added or changed")
-    if content:
-        kinds.append("page content was replaced or overlaid")
-    if page_changed:
-        kinds.append("page properties or resources were changed")
-    replaced = {ref for ref in changed if reader.xrefs.get_historical_ref(ref, old.revision) is not None}
-    # Writers refresh /Info and the XMP stream (ModDate, Producer) with every update: named only
-    # when nothing else changed, so the reason leads with what a reader of the document would see.
-    metadata_changed = False
-    for handler_old, handler_new, key in (
-        (old.trailer_view, new.trailer_view, "/Info"),
-        (old.root, new.root, "/Metadata"),
-    ):
-        ref = _ref(_raw(handler_new, key))
-        explained.add(ref)
-        metadata_changed |= ref in changed or ref != _ref(_raw(handler_old, key))
-    explained.update((new.root_ref, _ref(_raw(new.root, "/AcroForm"))))
-    if replaced - explained:
-        kinds.append("objects of the sealed document were replaced")
-    if metadata_changed and not kinds:
-        kinds.append("the document metadata (/Info or XMP) was changed")
-    return kinds or ["objects were added to the document"]
-
-
-def _get(dictionary: Any, key: str) -> Any:
-    """*dictionary*'s value for *key*, dereferenced; None when absent."""
-    return dictionary[key] if key in dictionary else None
-
-
-def _raw(dictionary: Any, key: str) -> Any:
-    """*dictionary*'s value for *key* without dereferencing it; None when absent."""
-    return dictionary.raw_get(key) if key in dictionary else None
-
-
-def _ref(value: Any) -> Any:
-    return value.reference if isinstance(value, generic.IndirectObject) else None
-
-
-def _array_refs(value: Any) -> list[Any]:
-    """The references an array value holds (and the array's own, when it is indirect)."""
-    refs = [] if _ref(value) is None else [_ref(value)]
-    value = value.get_object() if value is not None else None
-    if isinstance(value, generic.ArrayObject):
-        refs.extend(r for r in (_ref(value.raw_get(i)) for i in range(len(value))) if r is not None)
-    return refs
-
-
-def _pages(handler: Any, explained: set[Any]) -> list[tuple[Any, Any]]:
-    """The page tree's leaves in order, as (reference, page dictionary); nodes go to *explained*."""
-    pages: list[tuple[Any, Any]] = []
-    stack = [handler.root.raw_get("/Pages")]
-    while stack and len(explained) < _MAX_TREE_NODES:
-        node_ref = stack.pop()
-        node = node_ref.get_object()
-        explained.add(_ref(node_ref))
-        if _get(node, "/Type") == "/Pages":
-            kids = node.raw_get("/Kids")
-            kids = kids.get_object()
-            stack.extend(kids.raw_get(i) for i in reversed(range(len(kids))))
-        else:
-            pages.append((_ref(node_ref), node))
-    return pages
-
-
-def _fields(handler: Any, explained: set[Any]) -> dict[Any, bool]:
-    """Every form field's reference, mapped to whether it is a signature field."""
-    form = _get(handler.root, "/AcroForm")
-    fields: dict[Any, bool] = {}
-    stack = list(_array_refs(_raw(form, "/Fields"))) if form is not None else []
-    while stack and len(fields) < _MAX_TREE_NODES:
-        ref = stack.pop()
-        if ref in fields:
-            continue
-        field_dict = ref.get_object()
-        if not isinstance(field_dict, generic.DictionaryObject):
-            continue
-        fields[ref] = _get(field_dict, "/FT") == "/Sig"
-        explained.add(ref)
-        stack.extend(_array_refs(_raw(field_dict, "/Kids")))
-    return fields
 
 
 def _key_usage_problem(cert: x509.Certificate) -> str | None:

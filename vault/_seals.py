@@ -95,6 +95,8 @@ class SealSettings:
     cjk_font: Path | None = None  # a .otf/.ttf/.ttc; found among the system fonts when None
     font_cache: Path | None = None  # where a face extracted from a .ttc collection is kept
     timestamp_url: str | None = None  # RFC 3161 TSA: PAdES B-T when set, B-B otherwise
+    # Roots trusted for timestamp tokens (the TSA's CA); a timestamp under another root is ignored.
+    timestamp_roots: tuple[x509.Certificate, ...] = ()
 
 
 def font_cache_dir(settings: SealSettings) -> Path:
@@ -580,7 +582,13 @@ class SealRegistry:
                     return None
                 return SealCertificateStatus(row.state, row.seal_id, row.state_changed_at, row.state_reason)
 
-        return verify_sealed_pdf(pdf, trust_roots=roots, certificate_status=lookup, now=now)
+        return verify_sealed_pdf(
+            pdf,
+            trust_roots=roots,
+            certificate_status=lookup,
+            now=now,
+            timestamp_roots=self.settings.timestamp_roots,
+        )
 
     def _check_usable(self, seal: Seal) -> None:
         now = self._clock()

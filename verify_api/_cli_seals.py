@@ -14,7 +14,14 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from hsm import SignatureAlgorithm
 from schemas.errors import InputTooLarge, InvalidInput
-from signing import MAX_PDF_BYTES, MAX_SEAL_IMAGE_BYTES, REVOCATION_REASONS, PdfVerdict, StampPlacement
+from signing import (
+    MAX_PDF_BYTES,
+    MAX_SEAL_IMAGE_BYTES,
+    MAX_SEALED_PDF_BYTES,
+    REVOCATION_REASONS,
+    PdfVerdict,
+    StampPlacement,
+)
 from vault import Seal, licence_pdf
 from verify_api.cli import _actor, _emit, _read_limited
 from verify_api.settings import Settings
@@ -43,11 +50,11 @@ def _write_file(path: str, data: bytes) -> None:
         raise InvalidInput(f"cannot write {path}: {exc.strerror}") from exc
 
 
-def _read_pdf(path: str) -> bytes:
+def _read_pdf(path: str, limit: int = MAX_PDF_BYTES) -> bytes:
     try:
-        return _read_limited(path, MAX_PDF_BYTES, "PDF")
+        return _read_limited(path, limit, "PDF")
     except InputTooLarge:
-        raise InputTooLarge(f"PDF {path} is larger than 20 MiB: split it first") from None
+        raise InputTooLarge(f"PDF {path} is larger than {limit // 2**20} MiB: split it first") from None
 
 
 def _seal_table(seals: Sequence[Seal]) -> str:
@@ -196,7 +203,8 @@ def cmd_seal_pdf(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_seal_verify(args: argparse.Namespace, settings: Settings) -> int:
-    pdf = _read_pdf(args.file)
+    # A sealed document may be up to the sealing limit plus the signature's room (22 MiB).
+    pdf = _read_pdf(args.file, MAX_SEALED_PDF_BYTES)
     with open_vault(settings) as v:
         verdict = v.seals.verify_document(pdf)
     _emit(args, verdict.to_dict(), lambda: _verdict_human(verdict))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from cryptography import x509
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -59,6 +60,9 @@ class Settings(BaseSettings):
         max_length=500,
         description="RFC 3161 timestamp authority: sealed PDFs become PAdES B-T",
     )
+    tsa_roots_file: Path | None = Field(
+        default=None, description="PEM file of the root certificates trusted for timestamp tokens"
+    )
     max_pdf_bytes: int = Field(
         default=20 * 1024 * 1024, ge=1024, le=20 * 1024 * 1024, description="largest PDF accepted (413 above)"
     )
@@ -103,6 +107,7 @@ class Settings(BaseSettings):
             cjk_font=self.cjk_font,
             font_cache=self.home / "fonts",
             timestamp_url=self.tsa_url,
+            timestamp_roots=_pem_certificates(self.tsa_roots_file, "TSA_ROOTS_FILE"),
         )
 
     def backend_config(self) -> BackendConfig:
@@ -118,6 +123,19 @@ class Settings(BaseSettings):
             pkcs11_pin=pin,
             pkcs11_sessions=self.pkcs11_sessions,
         )
+
+
+def _pem_certificates(path: Path | None, name: str) -> tuple[x509.Certificate, ...]:
+    if path is None:
+        return ()
+    try:
+        data = path.read_bytes()[: 1024 * 1024 + 1]
+        certificates = tuple(x509.load_pem_x509_certificates(data))
+    except OSError as exc:
+        raise ConfigurationError(f"YINXIN_{name} {path}: cannot read ({exc.strerror})") from exc
+    except ValueError as exc:
+        raise ConfigurationError(f"YINXIN_{name} {path}: not a PEM file of certificates") from exc
+    return certificates
 
 
 def _secret(value: SecretStr | None, path: Path | None, name: str) -> str | None:
