@@ -279,10 +279,20 @@ class _Font:
         lines: list[str] = []
         line = ""
         for char in text:
-            # Closing punctuation never starts a line (GB/T 15834 line-breaking practice); it
-            # hangs into the cell padding instead.
-            if not line or char in _NO_LINE_START or self.width(line + char, size) <= max_width:
+            if not line or self.width(line + char, size) <= max_width:
                 line += char
+                continue
+            if char in _NO_LINE_START:
+                # Closing punctuation never starts a line (GB/T 15834 line-breaking practice): the
+                # character before it moves down with it (and any closing punctuation before that).
+                keep = len(line) - 1
+                while keep > 0 and line[keep] in _NO_LINE_START:
+                    keep -= 1
+                if keep > 0:
+                    lines.append(line[:keep].rstrip())
+                    line = line[keep:] + char
+                else:
+                    line += char  # a line of nothing but punctuation: let it hang
                 continue
             cut = line.rfind(" ")
             if char == " ":

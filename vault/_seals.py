@@ -58,7 +58,7 @@ from signing import (
 from vault._audit import AuditEntry, AuditLog
 from vault._db import Database
 from vault._keys import KEY_PURPOSE_CA, KEY_PURPOSE_SEAL, KeyRegistry
-from vault._models import CertificateAuthorityRecord, DepartmentRecord, SealRecord
+from vault._models import AuditHeadRecord, CertificateAuthorityRecord, DepartmentRecord, SealRecord
 from vault._types import Clock
 
 __all__ = [
@@ -202,6 +202,9 @@ class SealRegistry:
             raise InvalidInput("the CA key must be ES256 or PS256 (Ed25519 chains are not widely validated)")
         now = self._clock()
         with self._db.write() as s:
+            # Serialise concurrent `ca init`s (PostgreSQL; SQLite's BEGIN IMMEDIATE already does):
+            # the audit-chain head is the one row every writer locks.
+            s.execute(select(AuditHeadRecord.id).where(AuditHeadRecord.id == 1).with_for_update())
             existing = self._active_ca_row(s)
             if existing is not None:
                 raise AlreadyExists(

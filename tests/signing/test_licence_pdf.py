@@ -267,3 +267,16 @@ def test_font_collection_must_be_extracted_first(fonts: tuple[Path, Path]) -> No
     assert collection.suffix == ".ttc"
     with pytest.raises(ConfigurationError, match=r"single-face \.otf/\.ttf"):
         render_licence_pdf(FACE, font=collection, qr_png=qr_png(URL).data)
+
+
+def test_closing_punctuation_takes_the_character_before_it_to_the_next_line(fonts: tuple[Path, Path]) -> None:
+    from pyhanko.pdf_utils.writer import PdfFileWriter
+
+    from signing._licence_pdf import _Font
+
+    font = _Font(PdfFileWriter(), fonts[0], "/F1")
+    width = font.width("甲" * 10, 10)  # exactly ten ideographs fit a line
+    assert font.wrap("甲" * 10 + "。", 10, width) == ["甲" * 9, "甲。"]
+    assert font.wrap("甲" * 10 + "）。", 10, width) == ["甲" * 9, "甲）。"]
+    for line in font.wrap("甲" * 25 + "，乙" * 8, 10, width):
+        assert font.width(line, 10) <= width and line[0] not in "，。）"
