@@ -14,7 +14,7 @@ import io
 import os
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,6 +28,7 @@ from pyhanko.sign.fields import MDPPerm
 
 from hsm import KeyBackend, KeyRef, SecretPurpose, SignatureAlgorithm, SoftwareBackend
 from schemas.errors import BackendUnavailable, InvalidInput
+from signing import LicenceFace, prepare_cjk_font, qr_png, render_licence_pdf, render_seal_image
 from signing._pdf_seal import MAX_PDF_BYTES, SEAL_FIELD_NAME, StampPlacement, seal_pdf
 from tests._tsa import local_tsa
 from tests.conftest import TEST_PASSPHRASE
@@ -404,11 +405,31 @@ def test_refuses_a_naive_signing_time(seal: Seal) -> None:
 
 
 def test_seals_a_real_licence_with_a_real_seal_image(seal: Seal, ca: CA, tmp_path: Path) -> None:
-    artifacts = Path(__file__).resolve().parents[1] / "artifacts"
+    # Both made here (tests/artifacts is not in the repository and other tests' order is not ours).
+    font_cache = tmp_path / "fonts"
     credentials = dataclasses.replace(
-        seal.credentials, image_png=(artifacts / "seal_sample.png").read_bytes()
+        seal.credentials,
+        image_png=render_seal_image(
+            "北京市测试局行政审批专用章", font=prepare_cjk_font(font_cache, bold=True)
+        ),
     )
-    licence = (artifacts / "licence_sample.pdf").read_bytes()
+    licence = render_licence_pdf(
+        LicenceFace(
+            title="个体工商户营业执照",
+            identifier="1.2.156.3005.2.11100000000013101Q001.11110101000000123B.20260000001.001.B",
+            holder_name="北京市东城区张记早点铺",
+            holder_id_type="统一社会信用代码",
+            holder_id_masked="92110101MA01C8N2PH",
+            issuer_name="北京市东城区市场监督管理局",
+            issuer_code="11110101000000123B",
+            valid_from=date(2024, 3, 1),
+            valid_until=None,
+            issued_at=date(2026, 11, 23),
+            fields=(("经营者", "张伟"),),
+        ),
+        font=prepare_cjk_font(font_cache),
+        qr_png=qr_png("http://127.0.0.1:8000/v/test").data,
+    ).pdf
     sealed = seal_pdf(
         licence,
         seal.backend,
