@@ -74,8 +74,8 @@ def _seal_human(s: Seal) -> str:
         f"name        {s.name}",
         f"department  {s.department_code} {s.department_name}",
         f"key         {s.kid} ({s.algorithm})",
-        f"certificate serial {s.certificate_serial}",
-        f"            SHA-256 {s.fingerprint}",
+        f"serial      {s.certificate_serial} (seal certificate)",
+        f"SHA-256     {s.fingerprint}",
         f"valid       {s.not_before:%Y-%m-%d %H:%M} to {s.not_after:%Y-%m-%d %H:%M} UTC",
         f"image       {'generated' if s.image_generated else 'supplied'}",
     ]
