@@ -17,7 +17,8 @@ from vault._db import Database, DatabaseConflict, DatabaseError, normalise_datab
 from vault._issuance import request_hash
 from vault._licence_print import licence_pdf
 from vault._presentation import IssuingKeyUnavailable, presentation_for, verify_presentation_token
-from vault._seals import CertificateAuthority, Seal, SealedDocument, SealRegistry, SealSettings, SealState
+from vault._seal_types import CertificateAuthority, Seal, SealedDocument, SealSettings, SealState
+from vault._seals import SealRegistry
 from vault._status_publisher import StatusListPublisher, ensure_status_list_key, status_list_trust_store
 from vault._types import (
     CHINA_TIME,

@@ -20,7 +20,7 @@ from signing import (
     render_licence_pdf,
 )
 from vault._presentation import presentation_for
-from vault._seals import SealedDocument, font_cache_dir
+from vault._seal_types import SealedDocument, font_cache_dir
 from vault._types import CHINA_TIME, LicenceStatus
 from vault._vault import Vault
 

@@ -14,11 +14,8 @@ import hashlib
 import logging
 import re
 import secrets
-import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import ClassVar
 
 from cryptography import x509
@@ -59,111 +56,22 @@ from vault._audit import AuditEntry, AuditLog
 from vault._db import Database
 from vault._keys import KEY_PURPOSE_CA, KEY_PURPOSE_SEAL, KeyRegistry
 from vault._models import AuditHeadRecord, CertificateAuthorityRecord, DepartmentRecord, SealRecord
+from vault._seal_types import (
+    CertificateAuthority,
+    Seal,
+    SealedDocument,
+    SealSettings,
+    SealState,
+    font_cache_dir,
+)
 from vault._types import Clock
 
-__all__ = [
-    "CertificateAuthority",
-    "Seal",
-    "SealRegistry",
-    "SealSettings",
-    "SealState",
-    "SealedDocument",
-    "font_cache_dir",
-]
+__all__ = ["SealRegistry"]
 
 log = logging.getLogger("yinxin.vault")
 
 _SEAL_NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{2,30}$")
 MAX_REASON_CHARS = 500
-
-
-class SealState:
-    ACTIVE = "active"
-    SUSPENDED = "suspended"
-    REVOKED = "revoked"
-
-
-@dataclass(frozen=True, slots=True)
-class SealSettings:
-    """CA and seal policy, built by ``verify_api`` from settings."""
-
-    ca_common_name: str = "Yinxin Root CA"
-    ca_organisation: str = "Yinxin 印信"
-    ca_validity_days: int = 3650
-    seal_validity_days: int = 730
-    crl_validity_hours: int = 168
-    cjk_font: Path | None = None  # a .otf/.ttf/.ttc; found among the system fonts when None
-    font_cache: Path | None = None  # where a face extracted from a .ttc collection is kept
-    timestamp_url: str | None = None  # RFC 3161 TSA: PAdES B-T when set, B-B otherwise
-    # Roots trusted for timestamp tokens (the TSA's CA); a timestamp under another root is ignored.
-    timestamp_roots: tuple[x509.Certificate, ...] = ()
-
-
-def font_cache_dir(settings: SealSettings) -> Path:
-    """Where a CJK face extracted from a .ttc collection is kept (YINXIN_HOME/fonts by default)."""
-    return settings.font_cache or Path(tempfile.gettempdir()) / "yinxin-fonts"
-
-
-@dataclass(frozen=True, slots=True)
-class CertificateAuthority:
-    ca_id: str
-    kid: str
-    algorithm: str
-    certificate: x509.Certificate
-    created_at: datetime
-    not_after: datetime
-
-    @property
-    def pem(self) -> bytes:
-        return self.certificate.public_bytes(Encoding.PEM)
-
-
-@dataclass(frozen=True, slots=True)
-class Seal:
-    seal_id: str
-    department_code: str
-    department_name: str
-    name: str
-    kid: str
-    algorithm: str
-    ca_id: str
-    certificate_serial: str
-    fingerprint: str
-    certificate: x509.Certificate
-    image_png: bytes
-    image_generated: bool
-    state: str
-    not_before: datetime
-    not_after: datetime
-    created_at: datetime
-    state_changed_at: datetime | None
-    state_reason: str | None
-
-    def summary(self) -> dict[str, object]:
-        return {
-            "seal_id": self.seal_id,
-            "department": self.department_code,
-            "department_name": self.department_name,
-            "name": self.name,
-            "state": self.state,
-            "kid": self.kid,
-            "algorithm": self.algorithm,
-            "certificate_serial": self.certificate_serial,
-            "certificate_fingerprint": self.fingerprint,
-            "not_before": self.not_before.isoformat(),
-            "not_after": self.not_after.isoformat(),
-            "created_at": self.created_at.isoformat(),
-            "state_changed_at": self.state_changed_at.isoformat() if self.state_changed_at else None,
-            "state_reason": self.state_reason,
-            "image": "generated" if self.image_generated else "supplied",
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class SealedDocument:
-    pdf: bytes
-    seal_id: str
-    sha256: str  # of the sealed output
 
 
 class SealRegistry:

@@ -46,7 +46,8 @@ from vault._issuance import (
 from vault._keys import KeyRegistry
 from vault._models import DepartmentRecord, LicenceRecord, StatusChangeRecord
 from vault._reading import LicenceReader
-from vault._seals import SealRegistry, SealSettings
+from vault._seal_types import SealSettings
+from vault._seals import SealRegistry
 from vault._status_lists import allocate_status_slots, status_list_uri
 from vault._types import (
     CHINA_TIME,
