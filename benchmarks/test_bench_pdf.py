@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +33,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from PIL import Image
-from pyhanko.pdf_utils import generic, layout
+from pyhanko.pdf_utils import layout
 from pyhanko.pdf_utils.images import PdfImage
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.reader import PdfFileReader
-from pyhanko.pdf_utils.writer import PdfFileWriter
 from pyhanko.sign import fields, signers
 from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko.stamp import StaticStampStyle
@@ -48,7 +47,6 @@ from hsm import KeyBackend, KeyRef, SignatureAlgorithm
 from schemas.errors import ConfigurationError
 from schemas.uscc import make_uscc
 from signing import (
-    LicenceFace,
     SealCertificateStatus,
     SealCredentials,
     StampPlacement,
@@ -62,6 +60,7 @@ from signing import (
     seal_pdf,
     verify_sealed_pdf,
 )
+from tests._pdf import SAMPLE_FACE, simple_pdf
 
 ES256 = SignatureAlgorithm.ES256
 SEALED_AT = datetime(2026, 6, 1, 2, 0, tzinfo=UTC)
@@ -80,38 +79,6 @@ URL = (
     + "S" * 86
 )
 BACKENDS = ["software", pytest.param("pkcs11", marks=pytest.mark.softhsm)]
-
-
-def _one_page_pdf() -> bytes:
-    """An A4 page with one line of Helvetica, written by pyHanko (as tests/_pdf.py does)."""
-    writer = PdfFileWriter(stream_xrefs=False)  # type: ignore[no-untyped-call]
-    font = generic.DictionaryObject(  # type: ignore[no-untyped-call]
-        {
-            generic.pdf_name("/Type"): generic.pdf_name("/Font"),
-            generic.pdf_name("/Subtype"): generic.pdf_name("/Type1"),
-            generic.pdf_name("/BaseFont"): generic.pdf_name("/Helvetica"),
-        }
-    )
-    stream = writer.add_object(
-        generic.StreamObject(stream_data=b"BT /F1 18 Tf 72 760 Td (Yinxin benchmark document) Tj ET")
-    )
-    page = generic.DictionaryObject(  # type: ignore[no-untyped-call]
-        {
-            generic.pdf_name("/Type"): generic.pdf_name("/Page"),
-            generic.pdf_name("/MediaBox"): generic.ArrayObject(
-                generic.NumberObject(v)  # type: ignore[no-untyped-call]
-                for v in (0, 0, 595, 842)
-            ),
-            generic.pdf_name("/Contents"): stream,
-            generic.pdf_name("/Resources"): generic.DictionaryObject(  # type: ignore[no-untyped-call]
-                {generic.pdf_name("/Font"): generic.DictionaryObject({generic.pdf_name("/F1"): font})}  # type: ignore[no-untyped-call]
-            ),
-        }
-    )
-    writer.insert_page(page)  # type: ignore[no-untyped-call]
-    out = io.BytesIO()
-    writer.write(out)  # type: ignore[no-untyped-call]
-    return out.getvalue()
 
 
 @dataclass(frozen=True)
@@ -164,7 +131,7 @@ def setup(software_backend: KeyBackend, fonts: tuple[Path, Path]) -> _PdfSetup:
         )
 
     # The seal image the service draws for a new seal (600 px RGBA PNG).
-    return _PdfSetup(_one_page_pdf(), root, issue, render_seal_image(SEAL_NAME, font=fonts[0]))
+    return _PdfSetup(simple_pdf(), root, issue, render_seal_image(SEAL_NAME, font=fonts[0]))
 
 
 def _backend(request: pytest.FixtureRequest, name: str) -> KeyBackend:
@@ -311,41 +278,13 @@ def test_verify_pdf_ours(benchmark: Any, setup: _PdfSetup, sealed: tuple[bytes, 
 
 # -- licence face and QR codes (absolute figures) ---------------------------------------------
 
-FACE = LicenceFace(
-    title="个体工商户营业执照",
-    title_en="Business Licence of Individual Industrial and Commercial Household",
-    identifier="1.2.156.3005.2.11100000000013202H003.11110101000000456Q.20260000001.001.K",
-    licence_number="110101600123456",
-    holder_name="北京市东城区张三小吃店",
-    holder_id_type="统一社会信用代码",
-    holder_id_masked="92110101MA01****3Q",
-    fields=(
-        ("名称", "北京市东城区张三小吃店"),
-        ("类型", "个体工商户"),
-        ("经营者", "张三"),
-        ("组成形式", "个人经营"),
-        ("注册日期", "2026年1月15日"),
-        ("经营场所", "北京市东城区东直门南大街甲3号居然大厦一层101室（东直门地铁站C口向北200米）"),
-        (
-            "经营范围",
-            "许可项目：餐饮服务；食品销售。（依法须经批准的项目，经相关部门批准后方可开展经营活动）"
-            "一般项目：日用百货销售；外卖递送服务。（除依法须经批准的项目外，凭营业执照依法自主开展经营活动）",
-        ),
-    ),
-    issuer_name="北京市东城区市场监督管理局",
-    issuer_code="11110101000000456Q",
-    valid_from=date(2026, 1, 15),
-    valid_until=None,
-    issued_at=date(2026, 1, 15),
-)
-
 
 def test_render_licence_pdf(benchmark: Any, fonts: tuple[Path, Path]) -> None:
     benchmark.group = "pdf-render-licence"
     qr = qr_png(URL).data
-    rendered = render_licence_pdf(FACE, font=fonts[0], bold_font=fonts[1], qr_png=qr)
+    rendered = render_licence_pdf(SAMPLE_FACE, font=fonts[0], bold_font=fonts[1], qr_png=qr)
     benchmark.extra_info["pdf_bytes"] = len(rendered.pdf)
-    benchmark(render_licence_pdf, FACE, font=fonts[0], bold_font=fonts[1], qr_png=qr)
+    benchmark(render_licence_pdf, SAMPLE_FACE, font=fonts[0], bold_font=fonts[1], qr_png=qr)
     _rate(benchmark)
 
 

@@ -24,7 +24,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from PIL import Image, ImageDraw
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.reader import PdfFileReader
-from pyhanko.pdf_utils.writer import PdfFileWriter
 
 from hsm import KeyBackend, KeyRef, SignatureAlgorithm
 from schemas.uscc import make_uscc
@@ -39,7 +38,6 @@ NOW = SEALED_AT + timedelta(hours=1)
 SEAL_NOT_AFTER = SEALED_AT + timedelta(days=10 * 365)
 DEPARTMENT_CODE = make_uscc("11110000000013338")
 CRL_URL = "http://ca.yinxin.example/seal-root.crl"
-A4 = (595, 842)
 # The default stamp box of these tests: lower right, well inside an A4 page.
 BOX = (400.0, 60.0, 520.0, 180.0)
 
@@ -212,118 +210,6 @@ def verify(
         assert len(signature.codes) == len(signature.reasons), signature
     verdict.to_dict()  # serialisable whatever happened
     return verdict
-
-
-# -- small PDFs --------------------------------------------------------------------------------
-
-
-def page_content(text: str, *, y: int = 760) -> bytes:
-    """Black Helvetica text and a thin grey frame: nothing red, so the stamp is the only red."""
-    escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-    return (
-        b"0.5 0.5 0.5 RG 1 w 36 36 523 770 re S "
-        b"BT /F1 18 Tf 0 0 0 rg 72 " + str(y).encode() + b" Td (" + escaped.encode("latin-1") + b") Tj ET"
-    )
-
-
-def page_object(writer: PdfFileWriter, text: str, size: tuple[int, int]) -> generic.DictionaryObject:
-    font = generic.DictionaryObject(
-        {
-            generic.pdf_name("/Type"): generic.pdf_name("/Font"),
-            generic.pdf_name("/Subtype"): generic.pdf_name("/Type1"),
-            generic.pdf_name("/BaseFont"): generic.pdf_name("/Helvetica"),
-        }
-    )
-    resources = generic.DictionaryObject(
-        {generic.pdf_name("/Font"): generic.DictionaryObject({generic.pdf_name("/F1"): font})}
-    )
-    stream = writer.add_object(generic.StreamObject(stream_data=page_content(text)))
-    return generic.DictionaryObject(
-        {
-            generic.pdf_name("/Type"): generic.pdf_name("/Page"),
-            generic.pdf_name("/MediaBox"): generic.ArrayObject(
-                [generic.NumberObject(0), generic.NumberObject(0), *map(generic.NumberObject, size)]
-            ),
-            generic.pdf_name("/Resources"): resources,
-            generic.pdf_name("/Contents"): stream,
-        }
-    )
-
-
-def simple_pdf(
-    pages: int = 1,
-    *,
-    size: tuple[int, int] = A4,
-    encrypt_with: str | None = None,
-    form_field: bool = False,
-    note: str | None = None,
-    filler: int = 0,
-) -> bytes:
-    """A small text PDF of *pages* pages (optionally with a text form field, or encrypted).
-
-    *filler* bytes of whitespace are added to page 1's content, to make large files.
-    """
-    writer = PdfFileWriter(stream_xrefs=False)
-    for number in range(1, pages + 1):
-        writer.insert_page(page_object(writer, f"Yinxin test document, page {number}", size))
-    if filler:
-        padding = writer.add_object(generic.StreamObject(stream_data=b" " * filler))
-        writer.add_stream_to_page(0, padding)
-    if form_field:
-        add_text_field(writer, "remark", "original")
-    if note is not None:
-        add_note(writer, note)
-    if encrypt_with is not None:
-        writer.encrypt(encrypt_with, encrypt_with)
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
-
-
-def pdf_of_size(size: int) -> bytes:
-    """A valid one-page PDF of exactly *size* bytes."""
-    base = len(simple_pdf(filler=1))
-    pdf = simple_pdf(filler=1 + size - base)
-    pdf = simple_pdf(filler=1 + size - base + size - len(pdf))  # the /Length digits may have grown
-    assert len(pdf) == size, (len(pdf), size)
-    return pdf
-
-
-def add_note(writer: PdfFileWriter, text: str) -> None:
-    """A FreeText annotation on page 1 (ISO 32000-2 §12.5.6.6), as a reviewer would add."""
-    page_ref = writer.find_page_for_modification(0)[0]
-    note = generic.DictionaryObject(
-        {
-            generic.pdf_name("/Type"): generic.pdf_name("/Annot"),
-            generic.pdf_name("/Subtype"): generic.pdf_name("/FreeText"),
-            generic.pdf_name("/Rect"): generic.ArrayObject(map(generic.NumberObject, (60, 700, 400, 740))),
-            generic.pdf_name("/Contents"): generic.pdf_string(text),
-            generic.pdf_name("/DA"): generic.pdf_string("/Helv 18 Tf 0 0 1 rg"),
-        }
-    )
-    writer.register_annotation(page_ref, writer.add_object(note))
-
-
-def add_text_field(writer: PdfFileWriter, name: str, value: str) -> None:
-    """An AcroForm text field with a widget on page 1 (no appearance: viewers regenerate it)."""
-    page_ref = writer.find_page_for_modification(0)[0]
-    widget = generic.DictionaryObject(
-        {
-            generic.pdf_name("/Type"): generic.pdf_name("/Annot"),
-            generic.pdf_name("/Subtype"): generic.pdf_name("/Widget"),
-            generic.pdf_name("/FT"): generic.pdf_name("/Tx"),
-            generic.pdf_name("/T"): generic.pdf_string(name),
-            generic.pdf_name("/V"): generic.pdf_string(value),
-            generic.pdf_name("/Rect"): generic.ArrayObject(map(generic.NumberObject, (72, 600, 300, 630))),
-            generic.pdf_name("/F"): generic.NumberObject(4),
-            generic.pdf_name("/P"): page_ref,
-        }
-    )
-    widget_ref = writer.add_object(widget)
-    writer.register_annotation(page_ref, widget_ref)
-    form = generic.DictionaryObject({generic.pdf_name("/Fields"): generic.ArrayObject([widget_ref])})
-    writer.root[generic.pdf_name("/AcroForm")] = writer.add_object(form)
-    writer.update_root()
 
 
 def render_page(pdf: bytes, page: int, directory: Path) -> Image.Image:

@@ -12,7 +12,6 @@ import io
 import os
 import shutil
 import subprocess
-from datetime import date
 from pathlib import Path
 
 import pytest
@@ -31,42 +30,14 @@ from signing._licence_pdf import (
     render_licence_pdf,
 )
 from signing._qr import qr_png
+from tests._pdf import SAMPLE_FACE, SAMPLE_IDENTIFIER, SAMPLE_SCOPE
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-IDENTIFIER = "1.2.156.3005.2.11100000000013202H003.11110101000000456Q.20260000001.001.K"
-# As long as a real presentation URL: an ES256 token behind a short public URL (QR version ~15).
 URL = (
     "https://zz.example.gov.cn/v/eyJhbGciOiJFUzI1NiIsImtpZCI6Imlzc3Vlci0yMDI2IiwidHlwIjoicHJlc2VudGF0aW9uK2p3dCJ9."
     + "eyJpZCI6IjEuMi4xNTYuMzAwNS4yIiwiZXhwIjoxNzgwMDAwMDAwfQ" * 4
     + "."
     + "S" * 86
-)
-SCOPE = (
-    "许可项目：餐饮服务；食品销售。（依法须经批准的项目，经相关部门批准后方可开展经营活动，具体经营项目以相关部门"
-    "批准文件或许可证件为准）一般项目：日用百货销售；外卖递送服务。（除依法须经批准的项目外，凭营业执照依法自主开展经营活动）"
-)
-FACE = LicenceFace(
-    title="个体工商户营业执照",
-    title_en="Business Licence of Individual Industrial and Commercial Household",
-    identifier=IDENTIFIER,
-    licence_number="110101600123456",
-    holder_name="北京市东城区张三小吃店",
-    holder_id_type="统一社会信用代码",
-    holder_id_masked="92110101MA01****3Q",
-    fields=(
-        ("名称", "北京市东城区张三小吃店"),
-        ("类型", "个体工商户"),
-        ("经营者", "张三"),
-        ("组成形式", "个人经营"),
-        ("注册日期", "2026年1月15日"),
-        ("经营场所", "北京市东城区东直门南大街甲3号居然大厦一层101室（东直门地铁站C口向北200米）"),
-        ("经营范围", SCOPE),
-    ),
-    issuer_name="北京市东城区市场监督管理局",
-    issuer_code="11110101000000456Q",
-    valid_from=date(2026, 1, 15),
-    valid_until=None,
-    issued_at=date(2026, 1, 15),
 )
 
 
@@ -100,7 +71,7 @@ def _render(face: LicenceFace, fonts: tuple[Path, Path]) -> RenderedLicence:
 
 @pytest.fixture(scope="module")
 def licence(fonts: tuple[Path, Path]) -> RenderedLicence:
-    rendered = _render(FACE, fonts)
+    rendered = _render(SAMPLE_FACE, fonts)
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "licence_sample.pdf").write_bytes(rendered.pdf)
     return rendered
@@ -149,13 +120,13 @@ def test_text_is_extractable(poppler: None, pdf_path: Path) -> None:
     for expected in (
         "个体工商户营业执照",
         "北京市东城区张三小吃店",
-        IDENTIFIER,
+        SAMPLE_IDENTIFIER,
         "92110101MA01****3Q",
         "扫码核验",
     ):
         assert expected in text
     # Long values are wrapped over several lines, and nothing of them is lost.
-    assert SCOPE in "".join(text.split())
+    assert SAMPLE_SCOPE in "".join(text.split())
     assert "2026年1月15日 至 长期" in text
     assert "北京市东城区市场监督管理局" in text
 
@@ -227,7 +198,7 @@ def test_pdf_is_plain_and_opens_for_incremental_signing(licence: RenderedLicence
 
 def test_sixty_short_fields_fit_on_the_page(poppler: None, fonts: tuple[Path, Path], tmp_path: Path) -> None:
     fields = tuple((f"字段{i}", f"值{i}-ABC") for i in range(MAX_FACE_FIELDS))
-    rendered = _render(dataclasses.replace(FACE, fields=fields), fonts)
+    rendered = _render(dataclasses.replace(SAMPLE_FACE, fields=fields), fonts)
     path = tmp_path / "sixty.pdf"
     path.write_bytes(rendered.pdf)
     text = _text(path)
@@ -251,22 +222,22 @@ def test_absurd_faces_are_refused(
     fonts: tuple[Path, Path], change: dict[str, object], error: type[Exception], message: str
 ) -> None:
     with pytest.raises(error, match=message):
-        _render(dataclasses.replace(FACE, **change), fonts)  # type: ignore[arg-type]
+        _render(dataclasses.replace(SAMPLE_FACE, **change), fonts)  # type: ignore[arg-type]
 
 
 def test_qr_must_be_a_png(fonts: tuple[Path, Path]) -> None:
     with pytest.raises(InvalidInput, match="QR code must be a PNG"):
-        render_licence_pdf(FACE, font=fonts[0], qr_png=b"GIF89a")
+        render_licence_pdf(SAMPLE_FACE, font=fonts[0], qr_png=b"GIF89a")
     truncated = qr_png(URL).data[:200]
     with pytest.raises(InvalidInput, match="truncated or corrupt"):
-        render_licence_pdf(FACE, font=fonts[0], qr_png=truncated)
+        render_licence_pdf(SAMPLE_FACE, font=fonts[0], qr_png=truncated)
 
 
 def test_font_collection_must_be_extracted_first(fonts: tuple[Path, Path]) -> None:
     collection = find_cjk_font()
     assert collection.suffix == ".ttc"
     with pytest.raises(ConfigurationError, match=r"single-face \.otf/\.ttf"):
-        render_licence_pdf(FACE, font=collection, qr_png=qr_png(URL).data)
+        render_licence_pdf(SAMPLE_FACE, font=collection, qr_png=qr_png(URL).data)
 
 
 def test_closing_punctuation_takes_the_character_before_it_to_the_next_line(fonts: tuple[Path, Path]) -> None:

@@ -14,7 +14,7 @@ import io
 import os
 import sys
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,12 +28,17 @@ from pyhanko.sign.fields import MDPPerm
 
 from hsm import KeyBackend, KeyRef, SecretPurpose, SignatureAlgorithm, SoftwareBackend
 from schemas.errors import BackendUnavailable, InvalidInput
-from signing import LicenceFace, prepare_cjk_font, qr_png, render_licence_pdf, render_seal_image
+from signing import prepare_cjk_font, qr_png, render_licence_pdf, render_seal_image
 from signing._pdf_seal import MAX_PDF_BYTES, SEAL_FIELD_NAME, StampPlacement, seal_pdf
+from tests._pdf import (
+    A4,
+    SAMPLE_FACE,
+    pdf_of_size,
+    simple_pdf,
+)
 from tests._tsa import local_tsa
 from tests.conftest import TEST_PASSPHRASE
 from tests.signing._pdf_support import (
-    A4,
     BOX,
     CA,
     EDDSA,
@@ -45,10 +50,8 @@ from tests.signing._pdf_support import (
     Seal,
     make_ca,
     make_seal,
-    pdf_of_size,
     render_page,
     run,
-    simple_pdf,
     tool,
     verify,
 )
@@ -414,19 +417,7 @@ def test_seals_a_real_licence_with_a_real_seal_image(seal: Seal, ca: CA, tmp_pat
         ),
     )
     licence = render_licence_pdf(
-        LicenceFace(
-            title="个体工商户营业执照",
-            identifier="1.2.156.3005.2.11100000000013101Q001.11110101000000123B.20260000001.001.B",
-            holder_name="北京市东城区张记早点铺",
-            holder_id_type="统一社会信用代码",
-            holder_id_masked="92110101MA01C8N2PH",
-            issuer_name="北京市东城区市场监督管理局",
-            issuer_code="11110101000000123B",
-            valid_from=date(2024, 3, 1),
-            valid_until=None,
-            issued_at=date(2026, 11, 23),
-            fields=(("经营者", "张伟"),),
-        ),
+        SAMPLE_FACE,
         font=prepare_cjk_font(font_cache),
         qr_png=qr_png("http://127.0.0.1:8000/v/test").data,
     ).pdf

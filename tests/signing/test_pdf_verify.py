@@ -39,9 +39,15 @@ from hsm import SignatureAlgorithm, SoftwareBackend
 from signing._pdf_seal import MAX_SEALED_PDF_BYTES, BackendSigner
 from signing._pdf_verify import PdfVerdict
 from signing._x509 import issue_crl, random_serial, sign_for_x509, x509_signature_algorithm
+from tests._pdf import (
+    A4,
+    add_note,
+    page_content,
+    page_object,
+    simple_pdf,
+)
 from tests.conftest import TEST_PASSPHRASE
 from tests.signing._pdf_support import (
-    A4,
     CA,
     ES256,
     NOW,
@@ -49,15 +55,11 @@ from tests.signing._pdf_support import (
     SEALED_AT,
     Registry,
     Seal,
-    add_note,
     append_raw_update,
     make_ca,
     make_seal,
     object_number,
     object_source,
-    page_content,
-    page_object,
-    simple_pdf,
     verify,
 )
 
