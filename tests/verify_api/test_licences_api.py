@@ -10,7 +10,6 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,8 @@ from joserfc.jwk import KeySet
 
 from hsm import SignatureAlgorithm, SoftwareBackend
 from schemas import load_licence_types
+from tests.verify_api._api_support import bearer_tokens
+from tests.verify_api._presentation_support import SettableClock
 from vault import Database, Vault
 from vault._access_tokens import ensure_service_key
 from vault._clients import ClientRegistry
@@ -33,14 +34,6 @@ HEALTH = "11110101000000456Q"  # issues 生育登记服务单 and the hygiene/me
 VERIFIER = "111101010000007896"  # 用证部门
 BUSINESS = "11100000000013101Q001"
 BIRTH = "11100000000013202H003"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @dataclass
@@ -60,7 +53,7 @@ def example(code: str) -> dict[str, Any]:
 @pytest.fixture
 def world(database_url: str, tmp_path: Path) -> Iterator[World]:
     backend = SoftwareBackend(tmp_path / "keystore", b"api-test")
-    vault = Vault(Database(database_url), backend, load_licence_types(), clock=Clock())
+    vault = Vault(Database(database_url), backend, load_licence_types(), clock=SettableClock())
     vault.initialise(actor="test")
     ensure_service_key(vault, actor="test")
     ensure_status_list_key(vault)
@@ -80,15 +73,7 @@ def world(database_url: str, tmp_path: Path) -> Iterator[World]:
     }
     app = create_app(Settings(home=tmp_path / "home", public_url="http://127.0.0.1:8000"), vault=vault)
     with TestClient(app) as api:
-        tokens = {}
-        for name, client in clients.items():
-            r = api.post(
-                "/v1/oauth/token",
-                data={"grant_type": "client_credentials"},
-                auth=(client.client_id, client.client_secret),
-            )
-            assert r.status_code == 200, r.text
-            tokens[name] = r.json()["access_token"]
+        tokens = bearer_tokens(api, clients)
         yield World(api, vault, tokens)
     vault.close()
     backend.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,8 @@ from fastapi.testclient import TestClient
 from hsm import SignatureAlgorithm, SoftwareBackend
 from schemas import load_licence_types
 from tests._pdf import simple_pdf
+from tests.verify_api._api_support import bearer_tokens
+from tests.verify_api._presentation_support import SettableClock
 from vault import Database, Vault
 from vault._access_tokens import ensure_service_key
 from vault._clients import ClientRegistry
@@ -27,14 +28,6 @@ MARKET = "11110101000000123B"
 HEALTH = "11110101000000456Q"
 BUSINESS = "11100000000013101Q001"
 PDF = {"Content-Type": "application/pdf"}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @dataclass
@@ -55,7 +48,7 @@ def world(database_url: str, tmp_path: Path) -> Iterator[World]:
         Database(database_url),
         SoftwareBackend(tmp_path / "keystore", b"api-test"),
         load_licence_types(),
-        clock=Clock(),
+        clock=SettableClock(),
     )
     vault.initialise(actor="test")
     ensure_service_key(vault, actor="test")
@@ -74,15 +67,7 @@ def world(database_url: str, tmp_path: Path) -> Iterator[World]:
     }
     app = create_app(Settings(home=tmp_path / "home", public_url="http://127.0.0.1:8000"), vault=vault)
     with TestClient(app) as api:
-        tokens = {}
-        for name, client in clients.items():
-            r = api.post(
-                "/v1/oauth/token",
-                data={"grant_type": "client_credentials"},
-                auth=(client.client_id, client.client_secret),
-            )
-            assert r.status_code == 200, r.text
-            tokens[name] = r.json()["access_token"]
+        tokens = bearer_tokens(api, clients)
         yield World(api, vault, tokens, market_seal, health_seal)
     vault.close()
 
