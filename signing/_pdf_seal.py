@@ -383,8 +383,9 @@ class _StampImage(PdfImage):
     """pyHanko's ``PdfImage`` over pre-compressed samples (ISO 32000-2 §8.9.5, §11.6.5.3 SMask)."""
 
     def __init__(self, encoded: _EncodedStamp) -> None:
-        # The base class keeps the PIL image only for its size and for pil_image(); neither is used.
-        super().__init__(Image.new("L", (encoded.width, encoded.height)))
+        # The base class wants a PIL image only to size the box and for pil_image(), which
+        # image_ref below replaces: a 1×1 placeholder and the real size as the box.
+        super().__init__(Image.new("L", (1, 1)), box=layout.BoxConstraints(encoded.width, encoded.height))
         self._encoded = encoded
 
     @property

@@ -521,13 +521,14 @@ class SealRegistry:
         font = prepare_cjk_font(font_cache_dir(self.settings), self.settings.cjk_font)
         return render_seal_image(name, font=font)
 
-    def _active_ca_row(self, s: Session) -> CertificateAuthorityRecord | None:
-        return s.execute(
+    def _active_ca_row(self, s: Session, *, lock: bool = False) -> CertificateAuthorityRecord | None:
+        query = (
             select(CertificateAuthorityRecord)
             .where(CertificateAuthorityRecord.state == "active")
             .order_by(CertificateAuthorityRecord.created_at.desc())
             .limit(1)
-        ).scalar_one_or_none()
+        )
+        return s.execute(query.with_for_update() if lock else query).scalar_one_or_none()
 
     def _require_ca(
         self, s: Session, *, lock: bool = False, ca_id: str | None = None
@@ -535,12 +536,10 @@ class SealRegistry:
         row = (
             s.get(CertificateAuthorityRecord, ca_id, with_for_update=lock)
             if ca_id is not None
-            else self._active_ca_row(s)
+            else self._active_ca_row(s, lock=lock)
         )
         if row is None:
             raise CANotInitialised("Yinxin's CA is not initialised: run `yinxin ca init` first")
-        if lock and ca_id is None:
-            s.refresh(row, with_for_update=True)
         return row
 
     def _require_seal(self, s: Session, seal_id: str, *, lock: bool = False) -> SealRecord:
