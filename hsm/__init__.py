@@ -27,6 +27,7 @@ import os
 from hsm._backend import (
     BackendConfig,
     KeyBackend,
+    KeyProvenance,
     KeyRef,
     SecretPurpose,
     SignatureAlgorithm,
@@ -40,6 +41,7 @@ __all__ = [
     "DEVELOPMENT_PASSPHRASE",
     "BackendConfig",
     "KeyBackend",
+    "KeyProvenance",
     "KeyRef",
     "PKCS11Backend",
     "SecretPurpose",

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import ClassVar, Literal
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal
 
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
@@ -26,6 +28,7 @@ from schemas.errors import InvalidInput, UnsupportedAlgorithm
 __all__ = [
     "BackendConfig",
     "KeyBackend",
+    "KeyProvenance",
     "KeyRef",
     "SecretPurpose",
     "SignatureAlgorithm",
@@ -82,6 +85,58 @@ class KeyRef:
 
     kid: str
     algorithm: SignatureAlgorithm
+
+
+@dataclass(frozen=True, slots=True)
+class KeyProvenance:
+    """Where a signing key lives and how the device says it is protected, read back from the device.
+
+    For a key-generation ceremony record. ``attributes`` holds exactly
+    :attr:`ATTRIBUTES`, as the PKCS#11 token reports them on the private key
+    object (PKCS#11 v2.40 §4.4, §4.9; ``CKA_LOCAL`` true = generated on the
+    token); None where the token refuses to say, or where the attribute does
+    not apply (the software keystore).
+    """
+
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = (
+        "CKA_TOKEN",
+        "CKA_PRIVATE",
+        "CKA_SENSITIVE",
+        "CKA_EXTRACTABLE",
+        "CKA_ALWAYS_SENSITIVE",
+        "CKA_NEVER_EXTRACTABLE",
+        "CKA_SIGN",
+        "CKA_LOCAL",
+    )
+
+    backend: str  # the backend's ``name``: "pkcs11" or "software"
+    module: str  # PKCS#11 module path as configured, or the software keystore directory
+    token_label: str | None  # CK_TOKEN_INFO label; None for software
+    token_serial: str | None  # CK_TOKEN_INFO serialNumber
+    token_manufacturer: str | None  # CK_TOKEN_INFO manufacturerID
+    token_model: str | None  # CK_TOKEN_INFO model
+    attributes: Mapping[str, bool | None]
+    protection: str  # one human sentence: what really protects the private key
+
+    def __post_init__(self) -> None:
+        if set(self.attributes) != set(self.ATTRIBUTES):
+            raise ValueError(f"key provenance attributes must be exactly {', '.join(self.ATTRIBUTES)}")
+        # Frozen means frozen: a ceremony record must not change after it is read.
+        frozen = MappingProxyType({name: self.attributes[name] for name in self.ATTRIBUTES})
+        object.__setattr__(self, "attributes", frozen)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: plain types only, attributes in :attr:`ATTRIBUTES` order."""
+        return {
+            "backend": self.backend,
+            "module": self.module,
+            "token_label": self.token_label,
+            "token_serial": self.token_serial,
+            "token_manufacturer": self.token_manufacturer,
+            "token_model": self.token_model,
+            "attributes": dict(self.attributes),
+            "protection": self.protection,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +204,14 @@ class KeyBackend(ABC):
     @abstractmethod
     def destroy_key(self, kid: str) -> None:
         """Delete the private key (PKCS#11 ``C_DestroyObject``); the public half may stay."""
+
+    @abstractmethod
+    def describe_key(self, kid: str) -> KeyProvenance:
+        """Read back where the key *kid* lives and its protection attributes; KeyNotFound if absent.
+
+        It describes the private key, so a destroyed key is ``KeyNotFound``
+        even though its public half still resolves.
+        """
 
     @abstractmethod
     def generate_secret(self, label: str, purpose: SecretPurpose) -> None:

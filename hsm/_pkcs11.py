@@ -34,7 +34,14 @@ from pkcs11.exceptions import (
 )
 from pkcs11.types import DecryptMixin, EncryptMixin, Object, Session, SignMixin
 
-from hsm._backend import KeyBackend, KeyRef, SecretPurpose, SignatureAlgorithm, validate_label
+from hsm._backend import (
+    KeyBackend,
+    KeyProvenance,
+    KeyRef,
+    SecretPurpose,
+    SignatureAlgorithm,
+    validate_label,
+)
 from hsm._kid import new_kid
 from hsm._pkcs11_keys import (
     Signer,
@@ -42,6 +49,8 @@ from hsm._pkcs11_keys import (
     keypair_spec,
     make_signer,
     private_template,
+    protection_attributes,
+    protection_sentence,
     public_key_of,
     public_template,
     purpose_of,
@@ -63,6 +72,12 @@ _log = logging.getLogger("yinxin.hsm")
 _NONCE_BYTES = 12  # NIST SP 800-38D §8.2.2: 96-bit random IVs
 _TAG_BITS = 128
 _TAG_BYTES = _TAG_BITS // 8
+
+
+def _token_text(value: str | bytes) -> str | None:
+    # CK_TOKEN_INFO fields are blank-padded (PKCS#11 v2.40 §3.2); an all-blank one says nothing.
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+    return text.strip() or None
 
 
 def _wrong_algorithm(kid: str, bound: SignatureAlgorithm, asked: object) -> InvalidInput:
@@ -222,6 +237,31 @@ class PKCS11Backend(KeyBackend):
         if key is None:
             raise KeyNotFound(f"no private key {kid!r} in PKCS#11 token {self._token_label!r}")
         key.destroy()  # C_DestroyObject; the public key object stays
+
+    def describe_key(self, kid: str) -> KeyProvenance:
+        validate_label(kid)
+        return self._pool.call("key description", self._describe_with, kid)
+
+    def _describe_with(self, pooled: PooledSession, kid: str) -> KeyProvenance:
+        key = self._find(pooled.session, ObjectClass.PRIVATE_KEY, kid)
+        if key is None:
+            raise KeyNotFound(
+                f"no private key {kid!r} in PKCS#11 token {self._token_label!r} (never created, or destroyed)"
+            )
+        if algorithm_of(key) is None:
+            raise KeyNotFound(f"key {kid!r} in token {self._token_label!r} is not a Yinxin signing key")
+        attributes = protection_attributes(key)
+        token = pooled.session.token.slot.get_token()  # C_GetTokenInfo now, not as it was at login
+        return KeyProvenance(
+            backend=self.name,
+            module=self._module_path,
+            token_label=_token_text(token.label),
+            token_serial=_token_text(token.serial),
+            token_manufacturer=_token_text(token.manufacturer_id),
+            token_model=_token_text(token.model),
+            attributes=attributes,
+            protection=protection_sentence(attributes),
+        )
 
     # -- secrets -------------------------------------------------------------
 

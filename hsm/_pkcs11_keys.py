@@ -25,6 +25,8 @@ __all__ = [
     "keypair_spec",
     "make_signer",
     "private_template",
+    "protection_attributes",
+    "protection_sentence",
     "public_key_of",
     "public_template",
     "purpose_of",
@@ -98,6 +100,68 @@ def _attribute(obj: Object, attribute: Attribute) -> Any:
         return obj[attribute]
     except (AttributeTypeInvalid, AttributeSensitive):
         return None
+
+
+# What a ceremony record reads back from a private key object (KeyProvenance.ATTRIBUTES).
+_PROTECTION_ATTRIBUTES = {
+    "CKA_TOKEN": Attribute.TOKEN,
+    "CKA_PRIVATE": Attribute.PRIVATE,
+    "CKA_SENSITIVE": Attribute.SENSITIVE,
+    "CKA_EXTRACTABLE": Attribute.EXTRACTABLE,
+    "CKA_ALWAYS_SENSITIVE": Attribute.ALWAYS_SENSITIVE,
+    "CKA_NEVER_EXTRACTABLE": Attribute.NEVER_EXTRACTABLE,
+    "CKA_SIGN": Attribute.SIGN,
+    "CKA_LOCAL": Attribute.LOCAL,
+}
+
+
+def protection_attributes(obj: Object) -> dict[str, bool | None]:
+    """The protection attributes of a key object as the token reports them.
+
+    One ``C_GetAttributeValue`` per attribute, so a token refusing one
+    (CKR_ATTRIBUTE_SENSITIVE / CKR_ATTRIBUTE_TYPE_INVALID, PKCS#11 v2.40 §5.7)
+    costs only that one: it reads as None, never as an error.
+    """
+    values: dict[str, bool | None] = {}
+    for name, attribute in _PROTECTION_ATTRIBUTES.items():
+        value = _attribute(obj, attribute)
+        values[name] = value if isinstance(value, bool) else None
+    return values
+
+
+def protection_sentence(attributes: dict[str, bool | None]) -> str:
+    """One sentence saying what the token's answers mean for the private key.
+
+    Built from the answers themselves, so a key imported or once exportable
+    says so (PKCS#11 v2.40 §4.9: CKA_ALWAYS_SENSITIVE / CKA_NEVER_EXTRACTABLE
+    tell whether it was ever otherwise; CKA_LOCAL whether the token generated it).
+    """
+    origin = {
+        True: "generated on the token",
+        False: "imported into the token, not generated there",
+        None: "the token does not say where it was generated",
+    }[attributes["CKA_LOCAL"]]
+
+    sensitive = attributes["CKA_SENSITIVE"]
+    if sensitive is True:
+        always = attributes["CKA_ALWAYS_SENSITIVE"]
+        sensitivity = "sensitive" if always is True else "sensitive (but not since its creation)"
+    elif sensitive is False:
+        sensitivity = "NOT sensitive (its value can be read)"
+    else:
+        sensitivity = "of unreported sensitivity"
+
+    extractable, never = attributes["CKA_EXTRACTABLE"], attributes["CKA_NEVER_EXTRACTABLE"]
+    if extractable is False and never is True:
+        extraction = "never extractable"
+    elif extractable is False:
+        extraction = "not extractable (but it once was)" if never is False else "not extractable"
+    elif extractable is True:
+        extraction = "EXTRACTABLE (it can be wrapped out of the token)"
+    else:
+        extraction = "of unreported extractability"
+
+    return f"{origin}; private key {sensitivity} and {extraction}"
 
 
 def algorithm_of(obj: Object) -> SignatureAlgorithm | None:

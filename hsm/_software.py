@@ -32,6 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
+from asn1crypto import keys as asn1_keys
+from asn1crypto import pem as asn1_pem
 from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
@@ -40,7 +42,14 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from hsm._backend import KeyBackend, KeyRef, SecretPurpose, SignatureAlgorithm, validate_label
+from hsm._backend import (
+    KeyBackend,
+    KeyProvenance,
+    KeyRef,
+    SecretPurpose,
+    SignatureAlgorithm,
+    validate_label,
+)
 from hsm._kid import new_kid
 from schemas.errors import (
     AlreadyExists,
@@ -76,6 +85,28 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+def _pkcs8_encryption(pem: bytes) -> str:
+    """How an encrypted PKCS#8 key file says it is encrypted (RFC 5958 §3, RFC 8018 §6.2).
+
+    Read from the file, not assumed: ``BestAvailableEncryption`` is whatever
+    the installed ``cryptography`` picks, and older keys keep their old scheme.
+    """
+    try:
+        _, _, der = asn1_pem.unarmor(pem)
+        scheme = asn1_keys.EncryptedPrivateKeyInfo.load(der)["encryption_algorithm"]
+        if scheme.kdf != "pbkdf2":
+            return f"encrypted PKCS#8 ({scheme['algorithm'].native})"
+        cipher = (
+            f"{scheme.encryption_cipher.upper()}-{scheme.key_length * 8}-{scheme.encryption_mode.upper()}"
+        )
+        return (
+            f"encrypted PKCS#8 (PBES2: PBKDF2-HMAC-{scheme.kdf_hmac.upper()}, "
+            f"{scheme.kdf_iterations} iterations, {cipher})"
+        )
+    except (ValueError, TypeError, KeyError):
+        return "encrypted PKCS#8 in a scheme this service does not recognise"
 
 
 class SoftwareBackend(KeyBackend):
@@ -312,6 +343,39 @@ class SoftwareBackend(KeyBackend):
                 raise self._io_error(exc, f"destroying key {kid!r}") from exc
             self._signers.pop(kid, None)
         _log.info("destroyed private key %r in the software keystore", kid)
+
+    def describe_key(self, kid: str) -> KeyProvenance:
+        validate_label(kid)
+        path = self._path(kid, ".key.pem")
+        with self._lock:  # not while destroy_key() is overwriting the file
+            self._check_open()
+            self._metadata(kid)
+            try:
+                pem = path.read_bytes()
+                mode = path.stat().st_mode & 0o777
+            except FileNotFoundError:
+                raise KeyNotFound(
+                    f"key {kid!r} has been destroyed; it has no private key to describe"
+                ) from None
+            except OSError as exc:
+                raise self._io_error(exc, f"reading key {kid!r}") from exc
+        # The PKCS#11 protection flags do not apply to a file: None, not a claim either way.
+        attributes: dict[str, bool | None] = dict.fromkeys(KeyProvenance.ATTRIBUTES)
+        attributes.update(CKA_TOKEN=True, CKA_PRIVATE=True, CKA_SIGN=True)
+        return KeyProvenance(
+            backend=self.name,
+            module=self._dir_name,
+            token_label=None,
+            token_serial=None,
+            token_manufacturer=None,
+            token_model=None,
+            attributes=attributes,
+            protection=(
+                f"software key, no hardware: {path.name} (file mode {mode:04o}) is "
+                f"{_pkcs8_encryption(pem)} under the keystore passphrase, and is decrypted into "
+                "process memory to sign"
+            ),
+        )
 
     # -- secrets -------------------------------------------------------------
 

@@ -16,7 +16,8 @@ Every package translates third-party exceptions into these where they enter
     │   ├── DepartmentNotFound       unknown_department
     │   ├── LicenceNotFound          licence_not_found
     │   ├── KeyNotFound              key_not_found
-    │   └── SealNotFound             seal_not_found
+    │   ├── SealNotFound             seal_not_found
+    │   └── ApprovalNotFound         approval_not_found
     ├── Conflict                     conflict            409   2
     │   ├── AlreadyExists            already_exists
     │   ├── IllegalTransition        illegal_transition
@@ -24,7 +25,10 @@ Every package translates third-party exceptions into these where they enter
     │   ├── NoActiveKey              no_active_key
     │   ├── CANotInitialised         ca_not_initialised
     │   ├── NoActiveSeal             no_active_seal
-    │   └── SealNotUsable            seal_not_usable
+    │   ├── SealNotUsable            seal_not_usable
+    │   └── KeyNotUsable             key_not_usable
+    ├── AuthenticationFailed         authentication_failed 401 2
+    ├── PermissionDenied             permission_denied   403   2
     ├── ConfigurationError           configuration_error 500   2
     └── BackendError                 backend_error       503   3
         └── BackendUnavailable       backend_unavailable
@@ -39,6 +43,8 @@ from typing import Any, ClassVar
 
 __all__ = [
     "AlreadyExists",
+    "ApprovalNotFound",
+    "AuthenticationFailed",
     "BackendError",
     "BackendUnavailable",
     "CANotInitialised",
@@ -54,10 +60,12 @@ __all__ = [
     "InvalidInput",
     "InvalidUSCC",
     "KeyNotFound",
+    "KeyNotUsable",
     "LicenceNotFound",
     "NoActiveKey",
     "NoActiveSeal",
     "NotFound",
+    "PermissionDenied",
     "SealNotFound",
     "SealNotUsable",
     "UnknownLicenceType",
@@ -138,6 +146,10 @@ class SealNotFound(NotFound):
     code = "seal_not_found"
 
 
+class ApprovalNotFound(NotFound):
+    code = "approval_not_found"
+
+
 class Conflict(YinxinError):
     code = "conflict"
     http_status = 409
@@ -173,6 +185,26 @@ class SealNotUsable(Conflict):
     """The seal is suspended, revoked or outside its certificate's validity: it cannot seal."""
 
     code = "seal_not_usable"
+
+
+class KeyNotUsable(Conflict):
+    """The key exists but may not sign: not active, past its signing period or signature limit."""
+
+    code = "key_not_usable"
+
+
+class AuthenticationFailed(YinxinError):
+    """An officer's name or credential did not check out (the message never says which)."""
+
+    code = "authentication_failed"
+    http_status = 401
+
+
+class PermissionDenied(YinxinError):
+    """The caller is known but its role does not allow the operation."""
+
+    code = "permission_denied"
+    http_status = 403
 
 
 class ConfigurationError(YinxinError):

@@ -35,7 +35,7 @@ from ._access_token import (
 )
 from ._fonts import find_cjk_font, font_missing_chars, prepare_cjk_font
 from ._jwk import jwks_document, public_jwk, trusted_key_from_jwk
-from ._jws import MAX_TOKEN_BYTES, TOKEN_TYP, VERDICT_CODES
+from ._jws import MAX_TOKEN_BYTES, TOKEN_TYP, VERDICT_CODES, b64url_decode
 from ._licence_pdf import LicenceFace, RenderedLicence, render_licence_pdf
 from ._pdf_seal import (
     MAX_PDF_BYTES,
@@ -54,6 +54,14 @@ from ._pdf_verify import (
 )
 from ._presentation import MAX_PRESENTATION_BYTES, PRESENTATION_TYP, sign_presentation, verify_presentation
 from ._qr import QR_BORDER, QR_ERROR_CORRECTION, QRImage, presentation_url, qr_png, qr_svg, qr_version
+from ._record import (
+    CEREMONY_TYP,
+    CHECKPOINT_TYP,
+    RecordRejected,
+    record_kid,
+    sign_record,
+    verify_record,
+)
 from ._seal_image import MAX_SEAL_IMAGE_BYTES, load_seal_image, render_seal_image
 from ._signature import verify_signature
 from ._status_list import (
@@ -91,6 +99,8 @@ __all__ = [
     "ACCESS_TOKEN_AUDIENCE",
     "ACCESS_TOKEN_ISSUER",
     "ACCESS_TOKEN_TYP",
+    "CEREMONY_TYP",
+    "CHECKPOINT_TYP",
     "MAX_ACCESS_TOKEN_BYTES",
     "MAX_PDF_BYTES",
     "MAX_PRESENTATION_BYTES",
@@ -114,6 +124,7 @@ __all__ = [
     "PdfSignatureVerdict",
     "PdfVerdict",
     "QRImage",
+    "RecordRejected",
     "RenderedLicence",
     "RevokedCertificate",
     "SealCertificateStatus",
@@ -125,6 +136,7 @@ __all__ = [
     "TokenVerdict",
     "TrustStore",
     "TrustedKey",
+    "b64url_decode",
     "certificate_fingerprint",
     "decode_status_list",
     "encode_status_list",
@@ -143,6 +155,7 @@ __all__ = [
     "qr_svg",
     "qr_version",
     "random_serial",
+    "record_kid",
     "render_licence_pdf",
     "render_seal_image",
     "seal_pdf",
@@ -150,6 +163,7 @@ __all__ = [
     "sign_for_x509",
     "sign_licence_token",
     "sign_presentation",
+    "sign_record",
     "sign_status_list_token",
     "status_at",
     "trusted_key_from_jwk",
@@ -157,6 +171,7 @@ __all__ = [
     "verify_crl_signature",
     "verify_issued_by",
     "verify_presentation",
+    "verify_record",
     "verify_sealed_pdf",
     "verify_signature",
     "verify_status_list_token",

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import orjson
 from sqlalchemy import Table, func, insert, select, update
@@ -26,9 +26,21 @@ from sqlalchemy.orm import Session
 
 from vault._models import AuditEventRecord, AuditHeadRecord
 
-__all__ = ["GENESIS_HASH", "AuditEntry", "AuditEvent", "AuditLog", "AuditReport", "canonical_json"]
+__all__ = [
+    "GENESIS_HASH",
+    "KEY_PURPOSE_AUDIT",
+    "AuditEntry",
+    "AuditEvent",
+    "AuditLog",
+    "AuditReport",
+    "CheckpointWriter",
+    "canonical_json",
+    "event_hash",
+    "timestamp_text",
+]
 
 GENESIS_HASH = "0" * 64
+KEY_PURPOSE_AUDIT = "audit"  # signs audit checkpoints and key-generation records
 
 
 def canonical_json(value: Any) -> str:
@@ -38,7 +50,7 @@ def canonical_json(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str).decode("utf-8")
 
 
-def _timestamp(at: datetime) -> str:
+def timestamp_text(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -76,10 +88,36 @@ class AuditReport:
     head_seq: int
     head_hash: str
     problems: tuple[str, ...]
+    # Findings that do not break the chain (e.g. no checkpoint yet, a checkpoint key compromised).
+    warnings: tuple[str, ...] = ()
+    checkpoints_checked: int = 0
+    last_checkpoint_seq: int | None = None
+
+
+class CheckpointWriter(Protocol):
+    """Signs the chain head every *interval* events (see ``vault._audit_checkpoints``)."""
+
+    interval: int
+
+    def write(self, session: Session, seq: int, head_hash: str, at: str) -> object: ...
 
 
 class AuditLog:
-    """Appends to and verifies the chain; never commits (the caller owns the transaction)."""
+    """Appends to and verifies the chain; never commits (the caller owns the transaction).
+
+    With a :class:`CheckpointWriter` attached, an append that carries the chain past a
+    multiple of its interval also signs the new head, in the same transaction.
+    """
+
+    def __init__(self) -> None:
+        self.checkpoints: CheckpointWriter | None = None
+
+    def lock_head(self, session: Session) -> tuple[int, str]:
+        """Lock the chain head (``SELECT … FOR UPDATE``): the one row every writer serialises on."""
+        head = session.execute(
+            select(AuditHeadRecord).where(AuditHeadRecord.id == 1).with_for_update()
+        ).scalar_one()
+        return int(head.seq), str(head.hash)
 
     def append(self, session: Session, entry: AuditEntry, *, at: datetime) -> AuditEvent:
         return self.append_many(session, [entry], at=at)[0]
@@ -93,7 +131,7 @@ class AuditLog:
             select(AuditHeadRecord).where(AuditHeadRecord.id == 1).with_for_update()
         ).scalar_one()
         seq, prev = head.seq, head.hash
-        stamp = _timestamp(at)
+        stamp = timestamp_text(at)
         events: list[AuditEvent] = []
         rows: list[dict[str, Any]] = []
         for entry in entries:
@@ -118,7 +156,46 @@ class AuditLog:
             prev = digest
         session.execute(insert(cast(Table, AuditEventRecord.__table__)), rows)
         session.execute(update(AuditHeadRecord).where(AuditHeadRecord.id == 1).values(seq=seq, hash=prev))
+        writer = self.checkpoints
+        if (
+            writer is not None
+            and writer.interval > 0
+            and seq // writer.interval > head.seq // writer.interval
+        ):
+            writer.write(session, seq, prev, stamp)
         return events
+
+    def head(self, session: Session) -> tuple[int, str]:
+        head = session.execute(select(AuditHeadRecord).where(AuditHeadRecord.id == 1)).scalar_one()
+        return int(head.seq), str(head.hash)
+
+    def hash_before(self, session: Session, seq: int) -> str:
+        """The hash event *seq* links to: event ``seq - 1``'s (genesis for the first)."""
+        if seq <= 1:
+            return GENESIS_HASH
+        found = session.execute(
+            select(AuditEventRecord.hash).where(AuditEventRecord.seq == seq - 1)
+        ).scalar_one_or_none()
+        return found or ""
+
+    def since(self, session: Session, first_seq: int, *, batch: int = 2000) -> Iterator[AuditEventRecord]:
+        """Every stored event from *first_seq* on, in order, read in batches (for exports)."""
+        last = first_seq - 1
+        while True:
+            rows = (
+                session.execute(
+                    select(AuditEventRecord)
+                    .where(AuditEventRecord.seq > last)
+                    .order_by(AuditEventRecord.seq)
+                    .limit(batch)
+                )
+                .scalars()
+                .all()
+            )
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1].seq
 
     def events(self, session: Session, *, subject: str | None = None, limit: int = 100) -> list[AuditEvent]:
         query = select(AuditEventRecord).order_by(AuditEventRecord.seq.desc()).limit(limit)
@@ -126,8 +203,16 @@ class AuditLog:
             query = query.where(AuditEventRecord.subject == subject)
         return [_to_event(r) for r in reversed(session.execute(query).scalars().all())]
 
-    def verify(self, session: Session, *, batch: int = 5000) -> AuditReport:
-        """Walk the whole chain; every problem found is listed, not just the first."""
+    def verify(
+        self, session: Session, *, batch: int = 5000, signed_heads: Mapping[int, str] | None = None
+    ) -> AuditReport:
+        """Walk the whole chain; every problem found is listed, not just the first.
+
+        *signed_heads* (sequence → head hash, from verified checkpoints) must match the
+        chain where it passes them: a chain rewritten and re-hashed from some event on
+        (by someone without the audit key) differs there.
+        """
+        signed = dict(signed_heads or {})
         problems: list[str] = []
         expected_seq = 1
         prev = GENESIS_HASH
@@ -159,6 +244,11 @@ class AuditLog:
                 )
                 if digest != row.hash:
                     problems.append(f"event {row.seq}: content does not match its hash (row edited)")
+                if row.seq in signed and signed.pop(row.seq) != row.hash:
+                    problems.append(
+                        f"event {row.seq}: its hash differs from the one the signed checkpoint at "
+                        f"event {row.seq} records (the chain was rewritten and re-hashed)"
+                    )
                 prev = row.hash
                 expected_seq = row.seq + 1
                 last_seq = row.seq
@@ -166,6 +256,12 @@ class AuditLog:
             if len(problems) > 100:
                 problems.append("… more problems not listed")
                 break
+        missing = sorted(seq for seq in signed if seq > last_seq)
+        if missing:
+            problems.append(
+                f"the log ends at event {last_seq}, but a signed checkpoint covers events up to "
+                f"{missing[-1]}: events {last_seq + 1}..{missing[-1]} were deleted (the chain was rewound)"
+            )
         head = session.execute(select(AuditHeadRecord).where(AuditHeadRecord.id == 1)).scalar_one()
         if head.seq != last_seq or head.hash != prev:
             problems.append(

@@ -12,7 +12,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, insert, select, update
@@ -28,7 +28,13 @@ from vault._audit import AuditEntry, canonical_json
 from vault._models import LicenceRecord, SerialCounterRecord
 from vault._types import CHINA_TIME, licence_window
 
-__all__ = ["HOLDER_ENCRYPTION_LABEL", "HOLDER_INDEX_LABEL", "PreparedLicence", "allocate_serials"]
+__all__ = [
+    "HOLDER_ENCRYPTION_LABEL",
+    "HOLDER_INDEX_LABEL",
+    "PreparedLicence",
+    "allocate_serials",
+    "licence_claims",
+]
 
 # Backend secret keys protecting holder ID numbers (created by `yinxin init`).
 HOLDER_ENCRYPTION_LABEL = "yinxin-holder-id-enc-1"
@@ -91,6 +97,48 @@ def check_request(request: LicenceCreate, licence_type: LicenceType) -> None:
     licence_type.validate_data(request.data)
 
 
+def licence_claims(
+    *,
+    identifier: str,
+    issuer: str,
+    issuer_name: str,
+    licence_type: str,
+    licence_type_name: str,
+    holder_name: str,
+    holder_id_type: str,
+    holder_id_masked: str,
+    valid_from: date,
+    valid_until: date | None,
+    data: Mapping[str, Any],
+    iat: int,
+    version: str,
+    status_slot: tuple[int, str] | None,
+) -> dict[str, Any]:
+    """The licence token's claims (issuance and re-issuance share them)."""
+    nbf, exp = licence_window(valid_from, valid_until)
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "sub": identifier,
+        "jti": identifier,
+        "iat": iat,
+        "nbf": int(nbf.timestamp()),
+    }
+    if exp is not None:
+        claims["exp"] = int(exp.timestamp())
+    if status_slot is not None:
+        # The Referenced Token claim (draft-ietf-oauth-status-list §6.1).
+        claims["status"] = {"status_list": {"idx": status_slot[0], "uri": status_slot[1]}}
+    claims["licence_type"] = licence_type
+    claims["licence_type_name"] = licence_type_name
+    claims["issuer_name"] = issuer_name
+    claims["holder"] = {"name": holder_name, "id_type": holder_id_type, "id_masked": holder_id_masked}
+    claims["valid_from"] = valid_from.isoformat()
+    claims["valid_until"] = valid_until.isoformat() if valid_until else None
+    claims["ver"] = version
+    claims["data"] = data
+    return claims
+
+
 def build_rows(
     backend: KeyBackend,
     items: Sequence[PreparedLicence],
@@ -130,36 +178,29 @@ def build_rows(
         group = (req.licence_type, req.issuer, year)
         seq, identifier = next(pending[group])
         masked = mask_holder_id(req.holder.id_type, req.holder.id)
-        nbf, exp = licence_window(req.valid_from, req.valid_until)
-        claims: dict[str, Any] = {
-            "iss": req.issuer,
-            "sub": identifier,
-            "jti": identifier,
-            "iat": iat,
-            "nbf": int(nbf.timestamp()),
-        }
-        if exp is not None:
-            claims["exp"] = int(exp.timestamp())
         slot_list: str | None = None
         slot_index: int | None = None
+        uri: str | None = None
         if slots is not None and status_uri is not None:
             slot_list, slot_index = slots[position]
             uri = uris.get(slot_list)
             if uri is None:
                 uri = uris[slot_list] = status_uri(slot_list)
-            # The Referenced Token claim (draft-ietf-oauth-status-list §6.1).
-            claims["status"] = {"status_list": {"idx": slot_index, "uri": uri}}
-        claims.update(
-            {
-                "licence_type": req.licence_type,
-                "licence_type_name": item.licence_type.name,
-                "issuer_name": item.issuer_name,
-                "holder": {"name": req.holder.name, "id_type": req.holder.id_type, "id_masked": masked},
-                "valid_from": req.valid_from.isoformat(),
-                "valid_until": req.valid_until.isoformat() if req.valid_until else None,
-                "ver": "001",
-                "data": req.data,
-            }
+        claims = licence_claims(
+            identifier=identifier,
+            issuer=req.issuer,
+            issuer_name=item.issuer_name,
+            licence_type=req.licence_type,
+            licence_type_name=item.licence_type.name,
+            holder_name=req.holder.name,
+            holder_id_type=req.holder.id_type,
+            holder_id_masked=masked,
+            valid_from=req.valid_from,
+            valid_until=req.valid_until,
+            data=req.data,
+            iat=iat,
+            version="001",
+            status_slot=(slot_index, uri) if slot_index is not None and uri is not None else None,
         )
         token = sign_licence_token(backend, item.key, claims)
         holder_id = req.holder.id.encode()

@@ -33,13 +33,18 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "AccessLogRecord",
     "ApiClientRecord",
+    "ApprovalRequestRecord",
+    "ApprovalVoteRecord",
+    "AuditCheckpointRecord",
     "AuditEventRecord",
     "AuditHeadRecord",
     "Base",
     "CertificateAuthorityRecord",
     "DepartmentRecord",
+    "KeyCeremonyRecord",
     "KeyRecord",
     "LicenceRecord",
+    "OfficerRecord",
     "SealRecord",
     "SerialCounterRecord",
     "StatusChangeRecord",
@@ -103,11 +108,20 @@ class KeyRecord(Base):
     department_code: Mapped[str | None] = mapped_column(
         String(18), ForeignKey("departments.code"), index=True
     )
-    state: Mapped[str] = mapped_column(String(16))  # active | retired
+    # NIST SP 800-57 Part 1 §7: pre-activation | active | retired | destroyed | compromised
+    state: Mapped[str] = mapped_column(String(16))
     public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # End of the originator-usage period (cryptoperiod): no signature after it. None: no limit.
+    sign_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    max_signatures: Mapped[int | None] = mapped_column(BigInteger)
+    signature_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    destroyed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When the key is believed to have been compromised (may be before it was declared).
+    compromised_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    state_reason: Mapped[str | None] = mapped_column(String(500))
 
 
 class SerialCounterRecord(Base):
@@ -159,6 +173,8 @@ class LicenceRecord(Base):
     # never reused index that carry this licence's status.
     status_list: Mapped[str | None] = mapped_column(String(32), ForeignKey("status_lists.name"))
     status_index: Mapped[int | None] = mapped_column(Integer)
+    # Set when this version was re-issued (its key was compromised): the newer version's identifier.
+    superseded_by: Mapped[str | None] = mapped_column(String(128))
 
 
 class StatusChangeRecord(Base):
@@ -280,3 +296,75 @@ class SealRecord(Base):
     state_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     state_reason: Mapped[str | None] = mapped_column(String(500))
     crl_reason: Mapped[str | None] = mapped_column(String(32))  # RFC 5280 §5.3.1 CRLReason name
+
+
+class OfficerRecord(Base):
+    """A named officer account: security officer, auditor or issuing operator."""
+
+    __tablename__ = "officers"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(32))  # security-officer | auditor | operator
+    password_hash: Mapped[str | None] = mapped_column(String(255))  # scrypt, never the password
+    # An API client acting as this officer (scope keys:manage); unique: one client, one officer.
+    client_id: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("api_clients.client_id"), unique=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(200))
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ApprovalRequestRecord(Base):
+    """A dual-control request (四眼原则): runs when M distinct security officers approve."""
+
+    __tablename__ = "approval_requests"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    operation: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    subject: Mapped[str] = mapped_column(String(200), index=True)  # kid, seal ID …
+    requested_by: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    required: Mapped[int] = mapped_column(Integer)  # M at the time of the request
+    # pending | approved | executed | failed | rejected | expired
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(String(1000))
+
+
+class ApprovalVoteRecord(Base):
+    """One officer's decision on a request; the primary key makes a second vote impossible."""
+
+    __tablename__ = "approval_votes"
+
+    request_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), ForeignKey("approval_requests.id"), primary_key=True
+    )
+    officer: Mapped[str] = mapped_column(String(64), ForeignKey("officers.name"), primary_key=True)
+    decision: Mapped[str] = mapped_column(String(8))  # approve | reject
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    comment: Mapped[str | None] = mapped_column(String(500))
+
+
+class AuditCheckpointRecord(Base):
+    """A signed statement of the audit chain's head: sequence, head hash, time (a compact JWS)."""
+
+    __tablename__ = "audit_checkpoints"
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[str] = mapped_column(String(40))
+    kid: Mapped[str] = mapped_column(String(128))
+    token: Mapped[str] = mapped_column(Text)
+
+
+class KeyCeremonyRecord(Base):
+    """The key-generation record: who, when, where, the attributes read back; signed by the audit key."""
+
+    __tablename__ = "key_ceremonies"
+
+    kid: Mapped[str] = mapped_column(String(128), ForeignKey("keys.kid"), primary_key=True)
+    token: Mapped[str] = mapped_column(Text)  # compact JWS over the record (typ key-ceremony+jwt)

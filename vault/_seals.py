@@ -55,7 +55,7 @@ from signing import (
 from vault._audit import AuditEntry, AuditLog
 from vault._db import Database
 from vault._keys import KEY_PURPOSE_CA, KEY_PURPOSE_SEAL, KeyRegistry
-from vault._models import AuditHeadRecord, CertificateAuthorityRecord, DepartmentRecord, SealRecord
+from vault._models import AuditHeadRecord, CertificateAuthorityRecord, DepartmentRecord, KeyRecord, SealRecord
 from vault._seal_types import (
     CertificateAuthority,
     Seal,
@@ -405,6 +405,9 @@ class SealRegistry:
             row.state_changed_at = now
             row.state_reason = reason
             row.crl_reason = crl_reason
+            if target == SealState.REVOKED:
+                # A revoked seal never signs again: its key retires (and may then be destroyed).
+                self._keys.retire(s, row.kid, actor=actor, now=now, reason=f"seal {seal_id} revoked")
             self._audit.append(
                 s,
                 AuditEntry(
@@ -439,7 +442,12 @@ class SealRegistry:
         seal = self.get(seal_id)
         self._check_usable(seal)
         with self._db.read() as s:
-            chain = [x509.load_der_x509_certificate(self._require_ca(s, ca_id=seal.ca_id).certificate)]
+            ca_row = self._require_ca(s, ca_id=seal.ca_id)
+            if ca_row.state != "active":
+                raise SealNotUsable(f"seal {seal_id}'s CA {ca_row.ca_id} is {ca_row.state}: it cannot seal")
+            # Signing period, signature budget and state of the seal's key (SealNotUsable-like 409).
+            self._keys.check_usable(s, seal.kid, self._clock())
+            chain = [x509.load_der_x509_certificate(ca_row.certificate)]
         credentials = SealCredentials(
             key=KeyRef(seal.kid, SignatureAlgorithm.parse(seal.algorithm)),
             certificate=seal.certificate,
@@ -463,6 +471,8 @@ class SealRegistry:
             # The seal may have been suspended while the document was being signed.
             row = self._require_seal(s, seal_id, lock=True)
             self._check_usable(self._to_seal(s, row))
+            self._keys.check_usable(s, row.kid, now)
+            self._keys.count_signatures(s, {row.kid: 1})
             details: dict[str, object] = {
                 "department": seal.department_code,
                 "certificate_serial": seal.certificate_serial,
@@ -477,7 +487,9 @@ class SealRegistry:
     def verify_document(self, pdf: bytes) -> PdfVerdict:
         now = self._clock()
         with self._db.read() as s:
-            cas = s.execute(select(CertificateAuthorityRecord)).scalars().all()
+            cas = s.execute(
+                select(CertificateAuthorityRecord).where(CertificateAuthorityRecord.state != "compromised")
+            ).scalars()
             roots = [x509.load_der_x509_certificate(r.certificate) for r in cas]
         if not roots:
             raise CANotInitialised(
@@ -491,6 +503,18 @@ class SealRegistry:
                 ).scalar_one_or_none()
                 if row is None or row.fingerprint != certificate_fingerprint(cert):
                     return None
+                key = s.get(KeyRecord, row.kid)
+                if key is not None and key.state == "compromised":
+                    # Whatever the seal's own state: nothing a compromised key signed is trusted.
+                    since = key.compromised_at
+                    return SealCertificateStatus(
+                        "revoked",
+                        row.seal_id,
+                        since,
+                        "the seal's key was declared compromised"
+                        + (f" (since {since.isoformat()})" if since else "")
+                        + ": a stolen key can backdate, so no document it sealed is trusted",
+                    )
                 return SealCertificateStatus(row.state, row.seal_id, row.state_changed_at, row.state_reason)
 
         return verify_sealed_pdf(

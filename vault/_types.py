@@ -71,6 +71,12 @@ class KeyInfo:
     activated_at: datetime | None
     retired_at: datetime | None
     public_jwk: Mapping[str, Any]
+    sign_until: datetime | None = None  # end of the signing period (cryptoperiod); None: no limit
+    max_signatures: int | None = None
+    signature_count: int = 0
+    destroyed_at: datetime | None = None
+    compromised_at: datetime | None = None
+    state_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -29,8 +32,11 @@ from schemas.errors import (
     LicenceNotFound,
     YinxinError,
 )
-from signing import TrustStore, verify_token
-from vault._audit import AuditEntry, AuditEvent, AuditLog, AuditReport
+from signing import MAX_TOKEN_BYTES, TrustStore, b64url_decode, verify_token
+from vault._administration import KeyAdministration
+from vault._approvals import ApprovalBook
+from vault._audit import AuditEntry, AuditEvent, AuditLog
+from vault._audit_checkpoints import CheckpointSigner
 from vault._db import Database, DatabaseConflict
 from vault._issuance import (
     HOLDER_ENCRYPTION_LABEL,
@@ -43,8 +49,10 @@ from vault._issuance import (
     request_hash,
     store_rows,
 )
-from vault._keys import KeyRegistry
+from vault._key_lifecycle import KeyLifecycle
+from vault._keys import KeyPolicy, KeyRegistry
 from vault._models import DepartmentRecord, LicenceRecord, StatusChangeRecord
+from vault._officers import Officer, OfficerRegistry, Role
 from vault._reading import LicenceReader
 from vault._seal_types import SealSettings
 from vault._seals import SealRegistry
@@ -93,7 +101,7 @@ class BulkItem:
         return self.request_hash or request_hash(self.request)
 
 
-class Vault(LicenceReader):
+class Vault(LicenceReader, KeyAdministration):
     """Every licence operation; each public method is one transaction."""
 
     def __init__(
@@ -105,6 +113,11 @@ class Vault(LicenceReader):
         clock: Clock = system_clock,
         public_url: str = "http://127.0.0.1:8000",
         seal_settings: SealSettings | None = None,
+        key_policy: KeyPolicy | None = None,
+        approvals_required: int = 2,
+        approval_ttl: timedelta = timedelta(hours=24),
+        audit_checkpoint_interval: int = 100,
+        trust_refresh_seconds: float = 5.0,
     ) -> None:
         self.db = db
         # Where this service is reachable: status list URIs and QR links are built on it.
@@ -113,11 +126,22 @@ class Vault(LicenceReader):
         self.types = licence_types
         self.clock = clock
         self.audit = AuditLog()
-        self.keys = KeyRegistry(backend, self.audit)
+        self.checkpoints = CheckpointSigner(backend, audit_checkpoint_interval)
+        if audit_checkpoint_interval > 0:
+            self.audit.checkpoints = self.checkpoints
+        self.keys = KeyRegistry(backend, self.audit, key_policy)
+        self.officers = OfficerRegistry(self.audit)
+        self.lifecycle = KeyLifecycle(self)
+        self.approvals = ApprovalBook(self, required=approvals_required, ttl=approval_ttl)
         self.seals = SealRegistry(
             db, backend, self.keys, self.audit, clock, self.public_url, seal_settings or SealSettings()
         )
+        # The trust store is cached per process and re-read at most every trust_refresh_seconds,
+        # so a key compromised or destroyed through another process stops verifying here too.
         self._trust: TrustStore | None = None
+        self._compromised: dict[str, KeyInfo] = {}
+        self._trust_loaded = 0.0
+        self._trust_refresh = trust_refresh_seconds
         self._trust_lock = threading.Lock()
 
     # ---- setup --------------------------------------------------------------
@@ -146,6 +170,8 @@ class Vault(LicenceReader):
             done.append("holder-data keys created in the " + self.backend.name + " backend")
         else:
             done.append("holder-data keys present")
+        audit_key = self.ensure_audit_key(actor=actor)
+        done.append(f"audit key {audit_key.kid}")
         return done
 
     # ---- departments ----------------------------------------------------------
@@ -173,23 +199,59 @@ class Vault(LicenceReader):
 
     # ---- keys ---------------------------------------------------------------
 
-    def generate_key(self, department_code: str, algorithm: SignatureAlgorithm, *, actor: str) -> KeyInfo:
+    def generate_key(
+        self,
+        department_code: str,
+        algorithm: SignatureAlgorithm,
+        *,
+        actor: str,
+        officer: Officer | None = None,
+        pre_activation: bool = False,
+        max_signatures: int | None = None,
+    ) -> KeyInfo:
+        """A new licence key for the department (the active one retires unless *pre_activation*).
+
+        Needs a security officer once one is enrolled (setup mode: the local *actor*).
+        """
         department_code = _department_code(department_code)
+        who = self.acting(officer, (Role.SECURITY_OFFICER,), "generate keys", actor)
         with self.db.write() as s:
-            info = self.keys.generate(s, department_code, algorithm, actor=actor, now=self.clock())
-        self._trust = None
+            info = self.keys.generate(
+                s,
+                department_code,
+                algorithm,
+                actor=who,
+                now=self.clock(),
+                pre_activation=pre_activation,
+                max_signatures=max_signatures,
+            )
+        self.forget_trust()
         return info
 
     def list_keys(self) -> Sequence[KeyInfo]:
         with self.db.read() as s:
             return self.keys.list(s)
 
+    def forget_trust(self) -> None:
+        with self._trust_lock:
+            self._trust = None
+
     def trust_store(self, *, refresh: bool = False) -> TrustStore:
         with self._trust_lock:
-            if self._trust is None or refresh:
+            stale = time.monotonic() - self._trust_loaded > self._trust_refresh
+            if self._trust is None or refresh or stale:
                 with self.db.read() as s:
                     self._trust = self.keys.trust_store(s)
+                    self._compromised = self.keys.compromised(s)
+                self._trust_loaded = time.monotonic()
             return self._trust
+
+    def compromised_key(self, kid: str | None) -> KeyInfo | None:
+        """The registry entry of *kid* if it is a compromised licence key (as of the trust store)."""
+        if kid is None:
+            return None
+        self.trust_store()
+        return self._compromised.get(kid)
 
     # ---- issuance ---------------------------------------------------------------
 
@@ -201,7 +263,7 @@ class Vault(LicenceReader):
             dept = s.get(DepartmentRecord, req.issuer)
             if dept is None:
                 raise missing_issuer(req.issuer)
-            issuers[req.issuer] = (dept.name, self.keys.active_key(s, req.issuer))
+            issuers[req.issuer] = (dept.name, self.keys.active_key(s, req.issuer, now=self.clock()))
         name, key = issuers[req.issuer]
         return PreparedLicence(req, licence_type, name, key, item.idempotency_key, item.digest())
 
@@ -273,6 +335,8 @@ class Vault(LicenceReader):
                 status_uri=functools.partial(status_list_uri, self.public_url),
             )
             store_rows(s, rows)
+            if prepared:
+                self._count_signatures(s, prepared, now)
             self.audit.append_many(s, audit, at=now)
         for index, item in enumerate(items):
             if index in prepared_index:
@@ -290,6 +354,13 @@ class Vault(LicenceReader):
             else:
                 outcomes[index] = self._replay(items[index], first_outcome.identifier, items[first].digest())
         return [outcomes[i] for i in range(len(items))]
+
+    def _count_signatures(self, s: Session, prepared: Sequence[PreparedLicence], now: Any) -> None:
+        counts = Counter(p.key.kid for p in prepared)
+        self.keys.count_signatures(s, counts)
+        for kid in counts:
+            # A key with a signature budget must not pass it: the whole batch rolls back if it would.
+            self.keys.check_budget(s, kid)
 
     def _existing_for_keys(
         self, s: Session, items: Sequence[BulkItem]
@@ -387,6 +458,9 @@ class Vault(LicenceReader):
             if trust.get(tv.kid) is not None:
                 tv = verify_token(token, trust, now=now)
         if not signature_holds(tv):
+            compromised = self.compromised_key(tv.kid) if "unknown_key" in tv.codes else None
+            if compromised is not None:
+                return self.compromised_verdict(compromised, token, now)
             return judge(tv, token, None, "", now)
         identifier = str((tv.claims or {}).get("jti", ""))
         last_reason = ""
@@ -405,11 +479,35 @@ class Vault(LicenceReader):
                 )
         return judge(tv, token, licence, last_reason, now)
 
-    # ---- audit -------------------------------------------------------------------------
-
-    def verify_audit(self) -> AuditReport:
+    def compromised_verdict(self, key: KeyInfo, presented: str | bytes, now: Any) -> Verdict:
+        """Invalid: signed by a compromised key. Names the re-issued version when the token is ours."""
+        since = (
+            key.compromised_at.astimezone(CHINA_TIME).strftime("%Y-%m-%d %H:%M CST")
+            if key.compromised_at
+            else "?"
+        )
+        reasons = [
+            f"signed by key {key.kid}, which was declared compromised (since {since}): "
+            "a stolen key can backdate, so nothing it signed is trusted"
+        ]
+        text = presented.decode("ascii", "replace") if isinstance(presented, bytes | bytearray) else presented
+        text = text.strip()
+        summary = None
+        identifier = _unverified_jti(text)
         with self.db.read() as s:
-            return self.audit.verify(s)
+            # Only a token that is byte-for-byte the one on record is ours; its successor is named.
+            row = s.get(LicenceRecord, identifier) if identifier else None
+            if row is not None and row.kid == key.kid and row.token == text:
+                summary = self._to_licence(s, row).summary()
+                if row.superseded_by:
+                    reasons.append(f"the licence was re-issued as {row.superseded_by}")
+                else:
+                    reasons.append("the licence is being re-issued with a new key")
+        return Verdict(
+            False, LicenceStatus.INVALID, tuple(reasons), ("key_compromised",), now, key.kid, summary
+        )
+
+    # ---- audit -------------------------------------------------------------------------
 
     def audit_events(self, *, subject: str | None = None, limit: int = 100) -> list[AuditEvent]:
         with self.db.read() as s:
@@ -417,6 +515,21 @@ class Vault(LicenceReader):
 
     def close(self) -> None:
         self.db.dispose()
+
+
+def _unverified_jti(token: str) -> str | None:
+    """The ``jti`` a token claims, read without trusting it (only to find the record to compare)."""
+    parts = token.split(".")
+    if len(parts) != 3 or len(token) > MAX_TOKEN_BYTES:
+        return None
+    payload = b64url_decode(parts[1])
+    if payload is None:
+        return None
+    try:
+        jti = orjson.loads(payload).get("jti")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return jti if isinstance(jti, str) and len(jti) <= 128 else None
 
 
 def _department_code(code: str) -> str:

@@ -6,8 +6,10 @@ never by the backend that made it.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from cryptography.exceptions import InvalidSignature
@@ -16,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from hsm import KeyBackend, KeyRef, SecretPurpose, SignatureAlgorithm, validate_label
+from hsm import KeyBackend, KeyProvenance, KeyRef, SecretPurpose, SignatureAlgorithm, validate_label
 from schemas.errors import (
     AlreadyExists,
     BackendError,
@@ -25,6 +27,7 @@ from schemas.errors import (
     KeyNotFound,
     YinxinError,
 )
+from tests.conftest import TEST_PASSPHRASE
 
 ES256, EDDSA, PS256 = SignatureAlgorithm.ES256, SignatureAlgorithm.EDDSA, SignatureAlgorithm.PS256
 SIGNATURE_BYTES = {ES256: 64, EDDSA: 64, PS256: 384}
@@ -151,12 +154,14 @@ def test_keys_persist_across_a_restart(backend: KeyBackend, reopen_backend: Call
         key=lambda ref: ref.kid,
     )
     publics = {key.kid: backend.public_key(key) for key in created}
+    described = {key.kid: backend.describe_key(key.kid) for key in created}
     backend.close()
 
     again = reopen_backend()
     assert again.list_keys() == created
     for key in created:
         assert again.get_key(key.kid) == key  # algorithm recovered from the store, not remembered
+        assert again.describe_key(key.kid) == described[key.kid]
         signature = again.sign(key, b"after restart")
         verify(publics[key.kid], key.algorithm, signature, b"after restart")
 
@@ -200,6 +205,8 @@ def test_bad_labels_are_invalid_input(backend: KeyBackend, label: str) -> None:
         backend.public_key(label)
     with pytest.raises(InvalidInput):
         backend.destroy_key(label)
+    with pytest.raises(InvalidInput):
+        backend.describe_key(label)
     with pytest.raises(InvalidInput):
         backend.generate_secret(label, SecretPurpose.MAC)
     with pytest.raises(InvalidInput):
@@ -276,6 +283,70 @@ def test_destruction_reaches_every_session(backend: KeyBackend) -> None:
         thread.join(timeout=60)
     assert len(failures) == 8
     assert all(isinstance(exc, KeyNotFound) for exc in failures), failures
+
+
+# -- key provenance (the key-generation ceremony record) ------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", [ES256, EDDSA, PS256])
+def test_describe_key_reads_back_where_the_key_lives(
+    backend: KeyBackend, request: pytest.FixtureRequest, algorithm: SignatureAlgorithm
+) -> None:
+    backend.generate_key(algorithm, "ceremony")
+
+    provenance = backend.describe_key("ceremony")
+
+    assert provenance.backend == backend.name
+    attributes = provenance.attributes
+    assert list(attributes) == list(KeyProvenance.ATTRIBUTES)
+    assert attributes["CKA_TOKEN"] is True  # persisted, survives a restart
+    assert attributes["CKA_PRIVATE"] is True
+    assert attributes["CKA_SIGN"] is True
+    if backend.name == "pkcs11":
+        token = request.getfixturevalue("softhsm_token")
+        secret = token.pin
+        assert provenance.module == token.module
+        assert provenance.token_label == token.label
+        assert provenance.token_serial  # SoftHSM2 gives every token a serial
+        assert provenance.token_manufacturer and provenance.token_model
+        assert attributes["CKA_SENSITIVE"] is True
+        assert attributes["CKA_EXTRACTABLE"] is False
+        assert attributes["CKA_ALWAYS_SENSITIVE"] is True
+        assert attributes["CKA_NEVER_EXTRACTABLE"] is True
+        assert attributes["CKA_LOCAL"] is True  # generated on the token (PKCS#11 v2.40 §4.4)
+        assert provenance.protection == "generated on the token; private key sensitive and never extractable"
+    else:
+        tmp_path: Path = request.getfixturevalue("tmp_path")
+        secret = TEST_PASSPHRASE.decode()
+        assert provenance.module == str(tmp_path / "keystore")
+        assert (provenance.token_label, provenance.token_serial) == (None, None)
+        assert (provenance.token_manufacturer, provenance.token_model) == (None, None)
+        for name in ("CKA_SENSITIVE", "CKA_EXTRACTABLE", "CKA_ALWAYS_SENSITIVE", "CKA_NEVER_EXTRACTABLE"):
+            assert attributes[name] is None, name  # a file has no such flags: no claim either way
+        assert attributes["CKA_LOCAL"] is None
+        assert "ceremony.key.pem (file mode 0600)" in provenance.protection
+        assert "PBKDF2-HMAC-SHA256" in provenance.protection
+        assert "AES-256-CBC" in provenance.protection
+
+    # The record is JSON as it stands, and names no PIN or passphrase (DESIGN §5.10).
+    record = json.dumps(provenance.as_dict(), ensure_ascii=False)
+    assert json.loads(record) == provenance.as_dict()
+    assert json.loads(record)["attributes"] == dict(attributes)
+    assert secret not in record
+
+
+def test_describe_key_of_an_absent_key_is_key_not_found(backend: KeyBackend) -> None:
+    with pytest.raises(KeyNotFound, match="no-such-key"):
+        backend.describe_key("no-such-key")
+
+    key = backend.generate_key(ES256, "retired")
+    backend.describe_key("retired")
+    backend.destroy_key("retired")
+
+    # It describes the private key, which is gone; the public half still resolves.
+    with pytest.raises(KeyNotFound, match="retired"):
+        backend.describe_key("retired")
+    assert backend.get_key("retired") == key
 
 
 # -- secrets ----------------------------------------------------------------------------
@@ -406,6 +477,8 @@ def test_closed_backend_raises_our_errors(backend: KeyBackend) -> None:
         backend.sign(key, b"x")
     with pytest.raises(BackendUnavailable):
         backend.mac("s", b"x")
+    with pytest.raises(BackendUnavailable):
+        backend.describe_key("k")
     with pytest.raises(YinxinError):
         backend.list_keys()
     with pytest.raises(YinxinError):

@@ -8,8 +8,12 @@ the module finalised, the token taken away.
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -170,6 +174,108 @@ def test_destroy_removes_only_the_private_object(hsm: PKCS11Backend, softhsm_tok
     with raw_session(softhsm_token) as session:
         labelled = list(session.get_objects({Attribute.LABEL: "to-destroy"}))
         assert [obj[Attribute.CLASS] for obj in labelled] == [ObjectClass.PUBLIC_KEY]
+
+
+# Lists a token's objects from a process of its own, logged in with its own PIN: nothing it
+# sees comes from the backend's module state or from a login the backend holds.
+_LIST_OBJECTS = """
+import json, sys
+import pkcs11
+from pkcs11 import Attribute
+module, label = sys.argv[1:]
+token = pkcs11.lib(module).get_token(token_label=label)
+with token.open(user_pin=sys.stdin.read()) as session:
+    objects = list(session.get_objects())
+    found = [(int(o[Attribute.CLASS]), o[Attribute.LABEL], o[Attribute.ID].hex()) for o in objects]
+print(json.dumps(found))
+"""
+
+
+def objects_seen_by_another_process(token: SoftHSMToken) -> list[tuple[ObjectClass, str, bytes]]:
+    """Every object on *token* as (class, CKA_LABEL, CKA_ID), read from a separate process."""
+    result = subprocess.run(
+        [sys.executable, "-c", _LIST_OBJECTS, token.module, token.label],
+        input=token.pin,  # on stdin, not in the process list
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env={**os.environ, "SOFTHSM2_CONF": str(token.conf_path)},
+    )
+    return [
+        (ObjectClass(cls), label, bytes.fromhex(ident)) for cls, label, ident in json.loads(result.stdout)
+    ]
+
+
+def test_destroyed_private_key_is_gone_from_the_token_itself(
+    hsm: PKCS11Backend, softhsm_token: SoftHSMToken
+) -> None:
+    hsm.generate_key(ES256, "destroyed")
+    hsm.generate_key(ES256, "kept")  # proves the listing sees private objects at all
+
+    hsm.destroy_key("destroyed")
+
+    objects = objects_seen_by_another_process(softhsm_token)
+    private = [(label, ident) for cls, label, ident in objects if cls == ObjectClass.PRIVATE_KEY]
+    assert private == [("kept", b"kept")]  # none labelled, nor with CKA_ID, "destroyed"
+    # Documented: destroy_key() removes the private key only; the public key object stays
+    # so that signatures made before still verify (KeyBackend.destroy_key).
+    public = sorted((label, ident) for cls, label, ident in objects if cls == ObjectClass.PUBLIC_KEY)
+    assert public == [("destroyed", b"destroyed"), ("kept", b"kept")]
+
+
+def test_describe_key_reports_what_the_token_says_not_what_we_asked(
+    hsm: PKCS11Backend, softhsm_token: SoftHSMToken
+) -> None:
+    """Keys made by other tools are described as they are: imported, or extractable."""
+    p256 = encode_named_curve_parameters("secp256r1")
+    scalar = ec.generate_private_key(ec.SECP256R1()).private_numbers().private_value
+    with raw_session(softhsm_token) as session:
+        session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.PRIVATE_KEY,
+                Attribute.KEY_TYPE: KeyType.EC,
+                Attribute.EC_PARAMS: p256,
+                Attribute.VALUE: scalar.to_bytes(32, "big"),
+                Attribute.LABEL: "imported",
+                Attribute.TOKEN: True,
+                Attribute.PRIVATE: True,
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+                Attribute.SIGN: True,
+            }
+        )
+        session.generate_keypair(
+            KeyType.EC,
+            store=True,
+            label="exportable",
+            capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
+            public_template={Attribute.EC_PARAMS: p256},
+            private_template={
+                Attribute.PRIVATE: True,
+                Attribute.SENSITIVE: False,
+                Attribute.EXTRACTABLE: True,
+            },
+        )
+
+    imported = hsm.describe_key("imported")
+    assert imported.attributes["CKA_LOCAL"] is False
+    assert imported.attributes["CKA_SENSITIVE"] is True
+    assert imported.attributes["CKA_ALWAYS_SENSITIVE"] is False  # its value was known before
+    assert imported.attributes["CKA_NEVER_EXTRACTABLE"] is False
+    assert imported.protection == (
+        "imported into the token, not generated there; "
+        "private key sensitive (but not since its creation) and not extractable (but it once was)"
+    )
+
+    exportable = hsm.describe_key("exportable")
+    assert exportable.attributes["CKA_LOCAL"] is True
+    assert exportable.attributes["CKA_SENSITIVE"] is False
+    assert exportable.attributes["CKA_EXTRACTABLE"] is True
+    assert exportable.protection == (
+        "generated on the token; private key NOT sensitive (its value can be read) "
+        "and EXTRACTABLE (it can be wrapped out of the token)"
+    )
 
 
 def test_algorithm_is_read_from_the_token(hsm: PKCS11Backend, softhsm_token: SoftHSMToken) -> None:

@@ -26,7 +26,7 @@ from PIL import Image
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.fields import MDPPerm
 
-from hsm import KeyBackend, KeyRef, SecretPurpose, SignatureAlgorithm, SoftwareBackend
+from hsm import KeyBackend, KeyProvenance, KeyRef, SecretPurpose, SignatureAlgorithm, SoftwareBackend
 from schemas.errors import BackendUnavailable, InvalidInput
 from signing import prepare_cjk_font, qr_png, render_licence_pdf, render_seal_image
 from signing._pdf_seal import MAX_PDF_BYTES, SEAL_FIELD_NAME, StampPlacement, seal_pdf
@@ -86,6 +86,9 @@ class CountingBackend(KeyBackend):
 
     def destroy_key(self, kid: str) -> None:
         self.inner.destroy_key(kid)
+
+    def describe_key(self, kid: str) -> KeyProvenance:
+        return self.inner.describe_key(kid)
 
     def generate_secret(self, label: str, purpose: SecretPurpose) -> None:
         self.inner.generate_secret(label, purpose)

@@ -1,0 +1,621 @@
+"""Dual control (四眼原则): operations that run only when M of N security officers approve.
+
+An officer *requests* an operation (their own approval counts once); it runs
+when the M-th distinct security officer approves; any rejection, or expiry
+(default 24 h), kills it. Every step is audited. The vote table's primary key
+(request, officer) makes a second vote by the same officer impossible even
+under concurrency, and the request row is locked while a vote is counted.
+
+Operations (ETSI EN 319 401 §7.2 / EN 319 411-1 §6.2.2: critical key
+operations under multi-person control):
+
+===================== =========================================================
+``key.destroy``       delete a (non-active) key's private half from the backend
+``key.compromise``    declare a key compromised since a time
+``key.reissue``       re-issue every live licence a compromised key signed
+``seal.revoke``       revoke a seal (its certificate goes on the CRL)
+``ca.init``           create the CA's root key and certificate
+===================== =========================================================
+
+A request that was approved but whose operation failed (or was interrupted)
+can be run again with :meth:`ApprovalBook.execute` by any security officer:
+the operations are safe to repeat, and re-issuing resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final
+
+from sqlalchemy import func, select
+
+from hsm import SignatureAlgorithm
+from schemas.errors import (
+    ApprovalNotFound,
+    Conflict,
+    IllegalTransition,
+    InvalidInput,
+    YinxinError,
+)
+from signing import REVOCATION_REASONS
+from vault._audit import AuditEntry
+from vault._audit_crosscheck import APPROVAL_SUBJECT_PREFIX
+from vault._models import ApprovalRequestRecord, ApprovalVoteRecord
+from vault._officers import Officer, Role, require_role
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from vault._vault import Vault
+
+__all__ = ["OPERATIONS", "ApprovalBook", "ApprovalRequest", "ApprovalState"]
+
+log = logging.getLogger("yinxin.vault")
+
+Progress = Callable[[int, int], None]
+
+
+class ApprovalState:
+    PENDING: Final = "pending"
+    APPROVED: Final = "approved"  # enough approvals; the operation is running or about to
+    EXECUTED: Final = "executed"
+    FAILED: Final = "failed"  # approved, but the operation failed: `approvals execute` retries
+    REJECTED: Final = "rejected"
+    EXPIRED: Final = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequest:
+    id: int
+    operation: str
+    params: Mapping[str, Any]
+    subject: str
+    summary: str
+    requested_by: str
+    requested_at: datetime
+    expires_at: datetime
+    required: int
+    state: str
+    approvals: tuple[str, ...]
+    rejections: tuple[str, ...]
+    decided_at: datetime | None
+    result: Mapping[str, Any] | None
+    error: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "operation": self.operation,
+            "params": dict(self.params),
+            "subject": self.subject,
+            "summary": self.summary,
+            "requested_by": self.requested_by,
+            "requested_at": self.requested_at.isoformat(),
+            "expires_at": self.expires_at.isoformat(),
+            "required": self.required,
+            "state": self.state,
+            "approvals": list(self.approvals),
+            "rejections": list(self.rejections),
+            "decided_at": self.decided_at.isoformat() if self.decided_at else None,
+            "result": dict(self.result) if self.result is not None else None,
+            "error": self.error,
+        }
+
+
+# ---- the operations -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    name: str
+    description: str
+    # check(vault, raw params) -> (normalised params, subject, summary); raises for bad input
+    check: Callable[[Vault, Mapping[str, Any]], tuple[dict[str, Any], str, str]]
+    # run(vault, params, actor, progress) -> result document
+    run: Callable[[Vault, Mapping[str, Any], str, Progress | None], dict[str, Any]]
+
+
+def _text(params: Mapping[str, Any], name: str, limit: int = 500) -> str:
+    value = params.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"parameter {name!r} is required (text)")
+    value = value.strip()
+    if len(value) > limit:
+        raise InvalidInput(f"parameter {name!r} is longer than {limit} characters")
+    return value
+
+
+def _only(params: Mapping[str, Any], allowed: set[str], operation: str) -> None:
+    extra = sorted(set(params) - allowed)
+    if extra:
+        raise InvalidInput(
+            f"{operation} takes {', '.join(sorted(allowed)) or 'no parameters'}; unknown: {', '.join(extra)}"
+        )
+
+
+def _check_destroy(vault: Vault, params: Mapping[str, Any]) -> tuple[dict[str, Any], str, str]:
+    _only(params, {"kid"}, "key.destroy")
+    kid = _text(params, "kid", 128)
+    info = vault.lifecycle.check_destroy(kid)
+    return {"kid": kid}, kid, f"destroy the private key of {info.purpose} key {kid} ({info.state})"
+
+
+def _run_destroy(
+    vault: Vault, params: Mapping[str, Any], actor: str, progress: Progress | None
+) -> dict[str, Any]:
+    info = vault.lifecycle.destroy(params["kid"], actor=actor)
+    return {"kid": info.kid, "state": info.state}
+
+
+def parse_time(value: object, name: str) -> datetime:
+    if not isinstance(value, str):
+        raise InvalidInput(
+            f"parameter {name!r} is required: an ISO 8601 time with zone, e.g. 2026-11-20T08:00+08:00"
+        )
+    try:
+        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(
+            f"{name} {value[:40]!r} is not an ISO 8601 time: use e.g. 2026-11-20T08:00+08:00"
+        ) from None
+    if when.tzinfo is None:
+        raise InvalidInput(f"{name} {value[:40]!r} has no time zone: add one, e.g. +08:00")
+    return when
+
+
+def _check_compromise(vault: Vault, params: Mapping[str, Any]) -> tuple[dict[str, Any], str, str]:
+    _only(params, {"kid", "since", "reason"}, "key.compromise")
+    kid = _text(params, "kid", 128)
+    since = parse_time(params.get("since"), "since")
+    reason = _text(params, "reason")
+    info = vault.lifecycle.check_compromise(kid, since)
+    return (
+        {"kid": kid, "since": since.isoformat(), "reason": reason},
+        kid,
+        f"declare {info.purpose} key {kid} compromised since {since.isoformat()}: {reason}",
+    )
+
+
+def _run_compromise(
+    vault: Vault, params: Mapping[str, Any], actor: str, progress: Progress | None
+) -> dict[str, Any]:
+    result = vault.lifecycle.compromise(
+        params["kid"], since=parse_time(params["since"], "since"), reason=params["reason"], actor=actor
+    )
+    return result.as_dict()
+
+
+def _check_reissue(vault: Vault, params: Mapping[str, Any]) -> tuple[dict[str, Any], str, str]:
+    _only(params, {"kid"}, "key.reissue")
+    kid = _text(params, "kid", 128)
+    vault.lifecycle.check_reissue(kid)
+    count = vault.lifecycle.count_to_reissue(kid)
+    return {"kid": kid}, kid, f"re-issue the {count} live licence(s) signed by compromised key {kid}"
+
+
+def _run_reissue(
+    vault: Vault, params: Mapping[str, Any], actor: str, progress: Progress | None
+) -> dict[str, Any]:
+    return vault.lifecycle.reissue_affected(params["kid"], actor=actor, progress=progress).as_dict()
+
+
+def _check_seal_revoke(vault: Vault, params: Mapping[str, Any]) -> tuple[dict[str, Any], str, str]:
+    _only(params, {"seal_id", "reason", "crl_reason"}, "seal.revoke")
+    seal_id = _text(params, "seal_id", 32)
+    reason = _text(params, "reason")
+    crl_reason = params.get("crl_reason", "unspecified")
+    if crl_reason not in REVOCATION_REASONS:
+        raise InvalidInput(f"crl_reason must be one of {', '.join(sorted(REVOCATION_REASONS))}")
+    seal = vault.seals.get(seal_id)
+    if seal.state == "revoked":
+        raise IllegalTransition(f"seal {seal_id} is already revoked (revocation is final)")
+    return (
+        {"seal_id": seal_id, "reason": reason, "crl_reason": crl_reason},
+        seal_id,
+        f"revoke seal {seal_id} {seal.name} of {seal.department_code} ({crl_reason}): {reason}",
+    )
+
+
+def _run_seal_revoke(
+    vault: Vault, params: Mapping[str, Any], actor: str, progress: Progress | None
+) -> dict[str, Any]:
+    seal = vault.seals.revoke(
+        params["seal_id"], params["reason"], crl_reason=params["crl_reason"], actor=actor
+    )
+    return {"seal_id": seal.seal_id, "state": seal.state}
+
+
+def _check_ca_init(vault: Vault, params: Mapping[str, Any]) -> tuple[dict[str, Any], str, str]:
+    _only(params, {"algorithm"}, "ca.init")
+    algorithm = SignatureAlgorithm.parse(str(params.get("algorithm", "ES256")))
+    if algorithm is SignatureAlgorithm.EDDSA:
+        raise InvalidInput("the CA key must be ES256 or PS256 (Ed25519 chains are not widely validated)")
+    try:
+        existing = vault.seals.ca()
+    except YinxinError:
+        existing = None
+    if existing is not None:
+        raise Conflict(f"the CA {existing.ca_id} already exists")
+    return {"algorithm": algorithm.value}, "ca", f"create the CA root key ({algorithm.value}) and certificate"
+
+
+def _run_ca_init(
+    vault: Vault, params: Mapping[str, Any], actor: str, progress: Progress | None
+) -> dict[str, Any]:
+    ca = vault.seals.init_ca(SignatureAlgorithm.parse(params["algorithm"]), actor=actor)
+    return {"ca_id": ca.ca_id, "kid": ca.kid}
+
+
+OPERATIONS: Final[Mapping[str, Operation]] = {
+    op.name: op
+    for op in (
+        Operation("key.destroy", "destroy a key's private half in the backend", _check_destroy, _run_destroy),
+        Operation("key.compromise", "declare a key compromised", _check_compromise, _run_compromise),
+        Operation(
+            "key.reissue", "re-issue the licences a compromised key signed", _check_reissue, _run_reissue
+        ),
+        Operation("seal.revoke", "revoke a seal", _check_seal_revoke, _run_seal_revoke),
+        Operation("ca.init", "create the CA", _check_ca_init, _run_ca_init),
+    )
+}
+
+
+def _operation(name: str) -> Operation:
+    op = OPERATIONS.get(name) if isinstance(name, str) else None
+    if op is None:
+        raise InvalidInput(f"operation {str(name)[:40]!r} is not known: use one of {', '.join(OPERATIONS)}")
+    return op
+
+
+# ---- the book ---------------------------------------------------------------------------------
+
+
+class ApprovalBook:
+    def __init__(self, vault: Vault, *, required: int = 2, ttl: timedelta = timedelta(hours=24)) -> None:
+        if required < 1:
+            raise InvalidInput("dual control needs at least one approval (YINXIN_APPROVALS_REQUIRED >= 1)")
+        self._vault = vault
+        self.required = required
+        self.ttl = ttl
+
+    def _to_request(self, s: Session, row: ApprovalRequestRecord) -> ApprovalRequest:
+        votes = s.execute(
+            select(ApprovalVoteRecord)
+            .where(ApprovalVoteRecord.request_id == row.id)
+            .order_by(ApprovalVoteRecord.at)
+        ).scalars()
+        approvals: list[str] = []
+        rejections: list[str] = []
+        for vote in votes:
+            (approvals if vote.decision == "approve" else rejections).append(vote.officer)
+        summary = _summary(row)
+        return ApprovalRequest(
+            int(row.id),
+            row.operation,
+            dict(row.params),
+            row.subject,
+            summary,
+            row.requested_by,
+            row.requested_at,
+            row.expires_at,
+            int(row.required),
+            row.state,
+            tuple(approvals),
+            tuple(rejections),
+            row.decided_at,
+            dict(row.result) if row.result is not None else None,
+            row.error,
+        )
+
+    def _row(self, s: Session, request_id: int, *, lock: bool = False) -> ApprovalRequestRecord:
+        if not isinstance(request_id, int) or not 1 <= request_id <= 2**62:
+            raise ApprovalNotFound(f"{str(request_id)[:20]!r} is not an approval request number")
+        row = s.get(ApprovalRequestRecord, request_id, with_for_update=lock)
+        if row is None:
+            raise ApprovalNotFound(f"no approval request {request_id}: `yinxin approvals list` shows them")
+        return row
+
+    def _expire(self, s: Session, row: ApprovalRequestRecord, now: datetime) -> bool:
+        if row.state == ApprovalState.PENDING and now >= row.expires_at:
+            row.state = ApprovalState.EXPIRED
+            row.decided_at = now
+            self._vault.audit.append(
+                s,
+                AuditEntry(
+                    "system",
+                    "approval.expire",
+                    f"{APPROVAL_SUBJECT_PREFIX}{row.id}",
+                    {"operation": row.operation},
+                ),
+                at=now,
+            )
+            return True
+        return False
+
+    # ---- requesting and deciding -------------------------------------------------------------
+
+    def request(
+        self, operation: str, params: Mapping[str, Any], officer: Officer, *, progress: Progress | None = None
+    ) -> ApprovalRequest:
+        """Create a request with the requester's approval; runs at once if one approval suffices."""
+        op = _operation(operation)
+        require_role(officer, (Role.SECURITY_OFFICER,), f"request {operation}")
+        if not isinstance(params, Mapping):
+            raise InvalidInput("parameters are a JSON object")
+        normalised, subject, summary = op.check(self._vault, params)
+        v = self._vault
+        now = v.clock()
+        with v.db.write() as s:
+            v.audit.lock_head(s)
+            enrolled = v.officers.count_security_officers(s)
+            if enrolled < self.required:
+                raise Conflict(
+                    f"{operation} needs {self.required} security officers' approval but only {enrolled} "
+                    "is enrolled: enrol another with `yinxin officer add NAME --role security-officer`"
+                )
+            duplicate = s.execute(
+                select(ApprovalRequestRecord.id).where(
+                    ApprovalRequestRecord.operation == operation,
+                    ApprovalRequestRecord.subject == subject,
+                    ApprovalRequestRecord.state == ApprovalState.PENDING,
+                    ApprovalRequestRecord.expires_at > now,
+                )
+            ).scalar_one_or_none()
+            if duplicate is not None:
+                raise Conflict(
+                    f"request {duplicate} for {operation} of {subject} is already pending: approve that one"
+                )
+            row = ApprovalRequestRecord(
+                operation=operation,
+                params={**normalised, "summary": summary},
+                subject=subject,
+                requested_by=officer.name,
+                requested_at=now,
+                expires_at=now + self.ttl,
+                required=self.required,
+                state=ApprovalState.PENDING,
+            )
+            s.add(row)
+            s.flush()
+            s.add(ApprovalVoteRecord(request_id=row.id, officer=officer.name, decision="approve", at=now))
+            v.audit.append(
+                s,
+                AuditEntry(
+                    officer.actor,
+                    "approval.request",
+                    f"{APPROVAL_SUBJECT_PREFIX}{row.id}",
+                    {"operation": operation, "params": normalised, "required": self.required},
+                ),
+                at=now,
+            )
+            ready = self.required <= 1
+            if ready:
+                row.state = ApprovalState.APPROVED
+                row.decided_at = now
+            request_id = int(row.id)
+        if ready:
+            return self._execute(request_id, progress)
+        return self.get(request_id)
+
+    def approve(
+        self,
+        request_id: int,
+        officer: Officer,
+        *,
+        comment: str | None = None,
+        progress: Progress | None = None,
+    ) -> ApprovalRequest:
+        """Add *officer*'s approval; the M-th distinct approval runs the operation."""
+        require_role(officer, (Role.SECURITY_OFFICER,), "approve dual-control operations")
+        v = self._vault
+        now = v.clock()
+        with v.db.write() as s:
+            row = self._row(s, request_id, lock=True)
+            if self._expire(s, row, now):
+                expired = True
+            else:
+                expired = False
+                self._check_pending(row)
+                voted = s.get(ApprovalVoteRecord, (row.id, officer.name))
+                if voted is not None:
+                    raise Conflict(
+                        f"officer {officer.name} has already {voted.decision}d request {request_id}: "
+                        "a different security officer must approve"
+                    )
+                s.add(
+                    ApprovalVoteRecord(
+                        request_id=row.id,
+                        officer=officer.name,
+                        decision="approve",
+                        at=now,
+                        comment=_comment(comment),
+                    )
+                )
+                s.flush()
+                count = int(
+                    s.execute(
+                        select(func.count())
+                        .select_from(ApprovalVoteRecord)
+                        .where(
+                            ApprovalVoteRecord.request_id == row.id, ApprovalVoteRecord.decision == "approve"
+                        )
+                    ).scalar_one()
+                )
+                v.audit.append(
+                    s,
+                    AuditEntry(
+                        officer.actor,
+                        "approval.approve",
+                        f"{APPROVAL_SUBJECT_PREFIX}{row.id}",
+                        {"operation": row.operation, "approvals": count, "required": row.required},
+                    ),
+                    at=now,
+                )
+                ready = count >= row.required
+                if ready:
+                    row.state = ApprovalState.APPROVED
+                    row.decided_at = now
+        if expired:
+            raise IllegalTransition(
+                f"request {request_id} expired (requests live {self._ttl_text()}); make a new one"
+            )
+        if ready:
+            return self._execute(request_id, progress)
+        return self.get(request_id)
+
+    def reject(self, request_id: int, officer: Officer, *, reason: str) -> ApprovalRequest:
+        require_role(officer, (Role.SECURITY_OFFICER,), "reject dual-control operations")
+        reason = (reason or "").strip()
+        if not 1 <= len(reason) <= 500:
+            raise InvalidInput("a rejection needs a reason of 1-500 characters")
+        v = self._vault
+        now = v.clock()
+        with v.db.write() as s:
+            row = self._row(s, request_id, lock=True)
+            if self._expire(s, row, now):
+                expired = True
+            else:
+                expired = False
+                self._check_pending(row)
+                voted = s.get(ApprovalVoteRecord, (row.id, officer.name))
+                if voted is not None:
+                    # The requester (or an approver) changing their mind still kills the request.
+                    voted.decision = "reject"
+                    voted.comment = reason
+                    voted.at = now
+                else:
+                    s.add(
+                        ApprovalVoteRecord(
+                            request_id=row.id, officer=officer.name, decision="reject", at=now, comment=reason
+                        )
+                    )
+                row.state = ApprovalState.REJECTED
+                row.decided_at = now
+                v.audit.append(
+                    s,
+                    AuditEntry(
+                        officer.actor,
+                        "approval.reject",
+                        f"{APPROVAL_SUBJECT_PREFIX}{row.id}",
+                        {"operation": row.operation, "reason": reason},
+                    ),
+                    at=now,
+                )
+        if expired:
+            raise IllegalTransition(f"request {request_id} had already expired")
+        return self.get(request_id)
+
+    def execute(
+        self, request_id: int, officer: Officer, *, progress: Progress | None = None
+    ) -> ApprovalRequest:
+        """Run an approved request again (after a failure or an interruption)."""
+        require_role(officer, (Role.SECURITY_OFFICER,), "run approved operations")
+        with self._vault.db.read() as s:
+            row = self._row(s, request_id)
+            if row.state not in (ApprovalState.APPROVED, ApprovalState.FAILED):
+                raise IllegalTransition(
+                    f"request {request_id} is {row.state}: only an approved request whose operation failed "
+                    "or was interrupted can be run again"
+                )
+        return self._execute(request_id, progress, retried_by=officer)
+
+    def _execute(
+        self, request_id: int, progress: Progress | None, retried_by: Officer | None = None
+    ) -> ApprovalRequest:
+        v = self._vault
+        with v.db.read() as s:
+            row = self._row(s, request_id)
+            approvers = [
+                vote.officer
+                for vote in s.execute(
+                    select(ApprovalVoteRecord)
+                    .where(ApprovalVoteRecord.request_id == row.id, ApprovalVoteRecord.decision == "approve")
+                    .order_by(ApprovalVoteRecord.at)
+                ).scalars()
+            ]
+            operation, params = row.operation, {k: val for k, val in row.params.items() if k != "summary"}
+        # The operation's own audit events name every officer who authorised it.
+        actor = "officers:" + ",".join(approvers)
+        op = _operation(operation)
+        result: dict[str, Any] | None = None
+        error: str | None = None
+        try:
+            result = op.run(v, params, actor[:200], progress)
+        except YinxinError as exc:
+            error = str(exc)[:1000]
+            log.warning("approved request %s (%s) failed: %s", request_id, operation, error)
+        now = v.clock()
+        with v.db.write() as s:
+            row = self._row(s, request_id, lock=True)
+            row.state = ApprovalState.EXECUTED if error is None else ApprovalState.FAILED
+            row.result = result
+            row.error = error
+            details: dict[str, Any] = {"operation": operation, "approved_by": approvers}
+            if retried_by is not None:
+                details["run_by"] = retried_by.name
+            if error is not None:
+                details["error"] = error
+            v.audit.append(
+                s,
+                AuditEntry(
+                    retried_by.actor if retried_by else actor[:200],
+                    "approval.execute" if error is None else "approval.fail",
+                    f"{APPROVAL_SUBJECT_PREFIX}{row.id}",
+                    details,
+                ),
+                at=now,
+            )
+        return self.get(request_id)
+
+    @staticmethod
+    def _check_pending(row: ApprovalRequestRecord) -> None:
+        if row.state != ApprovalState.PENDING:
+            raise IllegalTransition(f"request {row.id} is {row.state}: only a pending request can be decided")
+
+    def _ttl_text(self) -> str:
+        hours = self.ttl.total_seconds() / 3600
+        return f"{hours:g} h"
+
+    # ---- reading ----------------------------------------------------------------------------------
+
+    def get(self, request_id: int) -> ApprovalRequest:
+        with self._vault.db.read() as s:
+            return self._to_request(s, self._row(s, request_id))
+
+    def list(self, *, state: str | None = None, limit: int = 100) -> list[ApprovalRequest]:
+        v = self._vault
+        now = v.clock()
+        with v.db.write() as s:
+            pending = s.execute(
+                select(ApprovalRequestRecord).where(
+                    ApprovalRequestRecord.state == ApprovalState.PENDING,
+                    ApprovalRequestRecord.expires_at <= now,
+                )
+            ).scalars()
+            for row in pending:
+                self._expire(s, row, now)
+        with v.db.read() as s:
+            query = (
+                select(ApprovalRequestRecord)
+                .order_by(ApprovalRequestRecord.id.desc())
+                .limit(max(1, min(limit, 1000)))
+            )
+            if state is not None:
+                query = query.where(ApprovalRequestRecord.state == state)
+            return [self._to_request(s, r) for r in s.execute(query).scalars()]
+
+
+def _summary(row: ApprovalRequestRecord) -> str:
+    return str(row.params.get("summary", row.operation))
+
+
+def _comment(comment: str | None) -> str | None:
+    if comment is None:
+        return None
+    comment = comment.strip()
+    if len(comment) > 500:
+        raise InvalidInput("a comment is at most 500 characters")
+    return comment or None
