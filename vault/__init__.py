@@ -10,12 +10,19 @@ from __future__ import annotations
 
 from vault._access import AccessEntry, Accessor
 from vault._access_tokens import KEY_PURPOSE_SERVICE_TOKEN, ensure_service_key, service_trust_store
+from vault._administration import AUDIT_EXPORT_FORMAT
+from vault._approvals import OPERATIONS as APPROVAL_OPERATIONS
+from vault._approvals import ApprovalRequest, ApprovalState
 from vault._audit import AuditEvent, AuditReport
+from vault._audit_checkpoints import Checkpoint
 from vault._clients import SCOPES as CLIENT_SCOPES
 from vault._clients import AuthenticatedClient, ClientInfo, ClientRegistry, InvalidScope, NewClient
 from vault._db import Database, DatabaseConflict, DatabaseError, normalise_database_url
 from vault._issuance import request_hash
+from vault._key_lifecycle import AffectedReport, CompromiseResult, ReissueResult
+from vault._keys import KEY_PURPOSE_LICENCE, CeremonyRecord, KeyPolicy, KeyState
 from vault._licence_print import licence_pdf
+from vault._officers import ROLES, Officer, Role
 from vault._presentation import IssuingKeyUnavailable, presentation_for, verify_presentation_token
 from vault._seal_types import CertificateAuthority, Seal, SealedDocument, SealSettings, SealState
 from vault._seals import SealRegistry
@@ -36,20 +43,30 @@ from vault._types import (
 from vault._vault import BulkItem, Vault
 
 __all__ = [
+    "APPROVAL_OPERATIONS",
+    "AUDIT_EXPORT_FORMAT",
     "CHINA_TIME",
     "CLIENT_SCOPES",
+    "KEY_PURPOSE_LICENCE",
     "KEY_PURPOSE_SERVICE_TOKEN",
+    "ROLES",
     "AccessEntry",
     "Accessor",
+    "AffectedReport",
+    "ApprovalRequest",
+    "ApprovalState",
     "AuditEvent",
     "AuditReport",
     "AuthenticatedClient",
     "BulkItem",
     "BulkOutcome",
+    "CeremonyRecord",
     "CertificateAuthority",
+    "Checkpoint",
     "ClientInfo",
     "ClientRegistry",
     "Clock",
+    "CompromiseResult",
     "Database",
     "DatabaseConflict",
     "DatabaseError",
@@ -58,9 +75,14 @@ __all__ = [
     "IssueResult",
     "IssuingKeyUnavailable",
     "KeyInfo",
+    "KeyPolicy",
+    "KeyState",
     "Licence",
     "LicenceStatus",
     "NewClient",
+    "Officer",
+    "ReissueResult",
+    "Role",
     "Seal",
     "SealRegistry",
     "SealSettings",

@@ -51,7 +51,7 @@ from vault._models import (
     StatusChangeRecord,
 )
 from vault._status_lists import allocate_status_slots, status_list_uri
-from vault._types import CHINA_TIME, KeyInfo, LicenceStatus, licence_window
+from vault._types import KeyInfo, LicenceStatus, licence_window
 
 if TYPE_CHECKING:
     from vault._vault import Vault
@@ -236,11 +236,6 @@ class KeyLifecycle:
             row = v.keys._row(s, kid)
             if row.state == KeyState.COMPROMISED:
                 raise IllegalTransition(f"key {kid} is already declared compromised")
-            if since < row.created_at:
-                raise InvalidInput(
-                    f"key {kid} was generated at {row.created_at.astimezone(CHINA_TIME):%Y-%m-%d %H:%M} CST; "
-                    "it cannot have been compromised before"
-                )
             return to_key_info(row)
 
     def compromise(self, kid: str, *, since: datetime, reason: str, actor: str) -> CompromiseResult:
@@ -256,6 +251,8 @@ class KeyLifecycle:
             if row.state == KeyState.COMPROMISED:
                 raise IllegalTransition(f"key {kid} is already declared compromised")
             previous = row.state
+            # A key cannot have been stolen before it existed: an earlier time means "since generation".
+            since = max(since, row.created_at)
             row.state = KeyState.COMPROMISED
             row.compromised_at = since
             row.state_reason = reason

@@ -23,7 +23,7 @@ from schemas.errors import Conflict, InvalidInput, KeyNotFound, LicenceNotFound
 from signing import sign_presentation, verify_presentation
 from vault._keys import KEY_PURPOSE_LICENCE
 from vault._types import Licence, LicenceStatus, Verdict, licence_window
-from vault._vault import Vault
+from vault._vault import Vault, unverified_member
 from vault._verification import live_verdict, signature_holds, unknown_licence
 
 __all__ = [
@@ -89,6 +89,11 @@ def verify_presentation_token(vault: Vault, token: str | bytes) -> Verdict:
         if trust.get(tv.kid) is not None:
             tv = verify_presentation(token, trust, now=now)
     if not signature_holds(tv):
+        compromised = (
+            vault.compromised_key(unverified_member(token, 0, "kid")) if "unknown_key" in tv.codes else None
+        )
+        if compromised is not None:
+            return vault.compromised_verdict(compromised, token, now)
         return Verdict(False, LicenceStatus.INVALID, tv.reasons, tv.codes, now, tv.kid)
     identifier = str((tv.claims or {}).get("sub", ""))
     try:

@@ -458,7 +458,8 @@ class Vault(LicenceReader, KeyAdministration):
             if trust.get(tv.kid) is not None:
                 tv = verify_token(token, trust, now=now)
         if not signature_holds(tv):
-            compromised = self.compromised_key(tv.kid) if "unknown_key" in tv.codes else None
+            claimed_kid = unverified_member(token, 0, "kid") if "unknown_key" in tv.codes else None
+            compromised = self.compromised_key(claimed_kid)
             if compromised is not None:
                 return self.compromised_verdict(compromised, token, now)
             return judge(tv, token, None, "", now)
@@ -493,7 +494,7 @@ class Vault(LicenceReader, KeyAdministration):
         text = presented.decode("ascii", "replace") if isinstance(presented, bytes | bytearray) else presented
         text = text.strip()
         summary = None
-        identifier = _unverified_jti(text)
+        identifier = unverified_member(text, 1, "jti")
         with self.db.read() as s:
             # Only a token that is byte-for-byte the one on record is ours; its successor is named.
             row = s.get(LicenceRecord, identifier) if identifier else None
@@ -517,19 +518,23 @@ class Vault(LicenceReader, KeyAdministration):
         self.db.dispose()
 
 
-def _unverified_jti(token: str) -> str | None:
-    """The ``jti`` a token claims, read without trusting it (only to find the record to compare)."""
+def unverified_member(token: str | bytes, part: int, name: str) -> str | None:
+    """A string member of a token's header (*part* 0) or payload (1), read WITHOUT trusting it:
+    only to find the record or key to compare against."""
+    if isinstance(token, bytes | bytearray):
+        token = bytes(token).decode("ascii", "replace")
+    token = token.strip()
     parts = token.split(".")
     if len(parts) != 3 or len(token) > MAX_TOKEN_BYTES:
         return None
-    payload = b64url_decode(parts[1])
-    if payload is None:
+    raw = b64url_decode(parts[part])
+    if raw is None:
         return None
     try:
-        jti = orjson.loads(payload).get("jti")
+        value = orjson.loads(raw).get(name)
     except (orjson.JSONDecodeError, AttributeError):
         return None
-    return jti if isinstance(jti, str) and len(jti) <= 128 else None
+    return value if isinstance(value, str) and len(value) <= 128 else None
 
 
 def _department_code(code: str) -> str:

@@ -22,7 +22,8 @@ from signing import (
     PdfVerdict,
     StampPlacement,
 )
-from vault import Seal, licence_pdf
+from vault import Role, Seal, licence_pdf
+from verify_api._cli_keys import officer_argument, resolve_officer, run_dual_control
 from verify_api.cli import _actor, _emit, _read_limited
 from verify_api.settings import Settings
 from verify_api.wiring import open_vault
@@ -105,8 +106,12 @@ def _verdict_human(verdict: PdfVerdict) -> str:
 
 
 def cmd_ca_init(args: argparse.Namespace, settings: Settings) -> int:
+    algorithm = SignatureAlgorithm.parse(args.alg)
     with open_vault(settings) as v:
-        ca = v.seals.init_ca(SignatureAlgorithm.parse(args.alg), actor=_actor())
+        if args.officer or not v.setup_mode():
+            # Once security officers are enrolled, a CA key is made only under dual control.
+            return run_dual_control(args, settings, v, "ca.init", {"algorithm": algorithm.value})
+        ca = v.seals.init_ca(algorithm, actor=_actor())
     document = {
         "ca_id": ca.ca_id,
         "kid": ca.kid,
@@ -140,8 +145,9 @@ def cmd_ca_crl(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_seal_create(args: argparse.Namespace, settings: Settings) -> int:
     image = _read_limited(args.image, MAX_SEAL_IMAGE_BYTES, "seal image") if args.image else None
     with open_vault(settings) as v:
+        who = v.acting(resolve_officer(args, settings, v), (Role.SECURITY_OFFICER,), "create seals", _actor())
         seal = v.seals.create(
-            args.dept, args.name, image=image, algorithm=SignatureAlgorithm.parse(args.alg), actor=_actor()
+            args.dept, args.name, image=image, algorithm=SignatureAlgorithm.parse(args.alg), actor=who
         )
     if args.image_out:
         _write_file(args.image_out, seal.image_png)
@@ -171,11 +177,16 @@ def _seal_state_command(action: str) -> Callable[[argparse.Namespace, Settings],
     def run(args: argparse.Namespace, settings: Settings) -> int:
         with open_vault(settings) as v:
             if action == "revoke":
-                seal = v.seals.revoke(args.seal_id, args.reason, crl_reason=args.crl_reason, actor=_actor())
-            elif action == "suspend":
-                seal = v.seals.suspend(args.seal_id, args.reason, actor=_actor())
+                # Revocation is final: dual control (四眼原则).
+                params = {"seal_id": args.seal_id, "reason": args.reason, "crl_reason": args.crl_reason}
+                return run_dual_control(args, settings, v, "seal.revoke", params)
+            who = v.acting(
+                resolve_officer(args, settings, v), (Role.SECURITY_OFFICER,), f"{action} seals", _actor()
+            )
+            if action == "suspend":
+                seal = v.seals.suspend(args.seal_id, args.reason, actor=who)
             else:
-                seal = v.seals.reinstate(args.seal_id, args.reason, actor=_actor())
+                seal = v.seals.reinstate(args.seal_id, args.reason, actor=who)
         _emit(args, seal.summary(), lambda: f"seal {seal.seal_id}: now {seal.state}")
         return 0
 
@@ -233,8 +244,14 @@ def add_seal_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> 
         "ca", help="Yinxin's certificate authority (issues seal certificates)", parents=[common]
     )
     csub = ca.add_subparsers(dest="ca_command", required=True, metavar="ACTION", parser_class=ca.__class__)
-    sp = add("init", cmd_ca_init, "create the root CA key (in the key backend) and certificate", csub)
+    sp = add(
+        "init",
+        cmd_ca_init,
+        "create the root CA key and certificate (dual control once officers are enrolled)",
+        csub,
+    )
     sp.add_argument("--alg", default="ES256", help="ES256 (default) or PS256")
+    officer_argument(sp)
     add("cert", cmd_ca_cert, "print the root certificate (PEM)", csub)
     sp = add("crl", cmd_ca_crl, "print the current CRL (PEM), or write it as DER with --out", csub)
     sp.add_argument("--out", help="write the DER CRL to this file")
@@ -249,6 +266,7 @@ def add_seal_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> 
     sp.add_argument("--image", help="the stamp image (PNG or JPEG); generated from the name when absent")
     sp.add_argument("--alg", default="ES256", help="ES256 (default), PS256 or EdDSA")
     sp.add_argument("--image-out", help="also write the stamp image (PNG) here")
+    officer_argument(sp)
     sp = add("list", cmd_seal_list, "list seals", ssub)
     sp.add_argument("--dept", help="only this department's seals")
     sp = add("show", cmd_seal_show, "show a seal", ssub)
@@ -258,11 +276,12 @@ def add_seal_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> 
     for action, help_ in (
         ("suspend", "suspend a seal (listed on the CRL as on hold; it cannot seal)"),
         ("reinstate", "reinstate a suspended seal"),
-        ("revoke", "revoke a seal (final; listed on the CRL)"),
+        ("revoke", "revoke a seal (final; listed on the CRL; dual control)"),
     ):
         sp = add(action, _seal_state_command(action), help_, ssub)
         sp.add_argument("seal_id")
         sp.add_argument("--reason", required=True, help="why (recorded in the audit log)")
+        officer_argument(sp, required=action == "revoke")
         if action == "revoke":
             sp.add_argument(
                 "--crl-reason",

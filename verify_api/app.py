@@ -37,7 +37,7 @@ def create_app(settings: Settings, *, vault: Vault | None = None, clock: Clock =
             return
         db = Database(settings.resolved_database_url())
         backend = open_backend(settings.backend_config())
-        opened = Vault(db, backend, load_licence_types(), clock=clock, public_url=settings.public_url)
+        opened = Vault(db, backend, load_licence_types(), clock=clock, **settings.vault_options())
         app.state.vault = opened
         try:
             yield

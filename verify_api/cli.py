@@ -17,10 +17,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from hsm import SignatureAlgorithm
 from schemas import LicenceIdentifier, load_licence_types, parse_licence_request
 from schemas.errors import InputTooLarge, InvalidInput, YinxinError
-from signing import MAX_TOKEN_BYTES, jwks_document
+from signing import MAX_TOKEN_BYTES
 from vault import LicenceStatus, ensure_service_key, ensure_status_list_key
 from verify_api import _render as render
 from verify_api._serve import cmd_serve
@@ -106,29 +105,6 @@ def cmd_dept_list(args: argparse.Namespace, settings: Settings) -> int:
         [{"code": d.code, "name": d.name} for d in depts],
         lambda: "\n".join(f"{d.code}  {d.name}" for d in depts) or "no departments",
     )
-    return 0
-
-
-def cmd_keys_generate(args: argparse.Namespace, settings: Settings) -> int:
-    algorithm = SignatureAlgorithm.parse(args.alg)
-    with open_vault(settings) as v:
-        info = v.generate_key(args.dept, algorithm, actor=_actor())
-    _emit(args, render.key_document(info), lambda: info.kid)
-    return 0
-
-
-def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
-    with open_vault(settings) as v:
-        keys = v.list_keys()
-    _emit(args, [render.key_document(k) for k in keys], lambda: render.keys_table(keys))
-    return 0
-
-
-def cmd_keys_jwks(args: argparse.Namespace, settings: Settings) -> int:
-    with open_vault(settings) as v:
-        trusted = list(v.trust_store())
-    # The JWKS is a JSON document in either mode.
-    sys.stdout.write(json.dumps(jwks_document(trusted), indent=2) + "\n")
     return 0
 
 
@@ -234,27 +210,6 @@ def cmd_id_check(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
-    with open_vault(settings) as v:
-        report = v.verify_audit()
-    document = {
-        "valid": report.ok,
-        "events_checked": report.events_checked,
-        "head_seq": report.head_seq,
-        "head_hash": report.head_hash,
-        "reasons": list(report.problems),
-    }
-    _emit(args, document, lambda: render.audit(report))
-    return 0 if report.ok else 1
-
-
-def cmd_audit_log(args: argparse.Namespace, settings: Settings) -> int:
-    with open_vault(settings) as v:
-        events = v.audit_events(subject=args.subject, limit=args.limit)
-    _emit(args, [render.event_document(e) for e in events], lambda: render.events(events))
-    return 0
-
-
 def cmd_seed_demo(args: argparse.Namespace, settings: Settings) -> int:
     from verify_api._demo import seed_service_demo
 
@@ -309,14 +264,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--name", required=True, help="the department's name")
     add("list", cmd_dept_list, "list departments", dsub)
 
-    keys = sub.add_parser("keys", help="licence-signing keys", parents=[common])
-    ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION", parser_class=_Parser)
-    sp = add("generate", cmd_keys_generate, "generate a department's signing key (the old one retires)", ksub)
-    sp.add_argument("--dept", required=True, help="the department's USCC")
-    sp.add_argument("--alg", default="ES256", help="ES256 (default), EdDSA or PS256")
-    add("list", cmd_keys_list, "list keys with their state", ksub)
-    add("jwks", cmd_keys_jwks, "print the JWKS of the keys that verify tokens", ksub)
-
     types = sub.add_parser("types", help="licence types", parents=[common])
     tsub = types.add_subparsers(dest="types_command", required=True, metavar="ACTION", parser_class=_Parser)
     add("list", cmd_types_list, "list licence types with their schema and example", tsub)
@@ -352,13 +299,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("check", cmd_id_check, "check an identifier's structure and check character", isub)
     sp.add_argument("identifier")
 
-    audit = sub.add_parser("audit", help="the hash-chained audit log", parents=[common])
-    asub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION", parser_class=_Parser)
-    add("verify", cmd_audit_verify, "check the whole hash chain", asub)
-    sp = add("log", cmd_audit_log, "show recent audit events", asub)
-    sp.add_argument("--subject", help="only events about this identifier, kid or department")
-    sp.add_argument("--limit", type=int, default=50)
-
     add("demo", cmd_demo, "issue, verify, revoke and verify again a demo licence")
     add("seed-demo", cmd_seed_demo, "seed the service demo: departments, API clients, licences")
 
@@ -374,9 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Imported here: these modules import helpers from this one.
     from verify_api._cli_clients import add_client_commands
+    from verify_api._cli_keys import add_key_commands
     from verify_api._cli_seals import add_seal_commands
 
     add_client_commands(sub, add)
+    add_key_commands(sub, add)
     add_seal_commands(sub, add)
     return p
 

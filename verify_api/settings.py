@@ -6,8 +6,9 @@ from it. Secrets are ``SecretStr`` so they never print by accident.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography import x509
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
@@ -15,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hsm import BackendConfig
 from schemas.errors import ConfigurationError
-from vault import SealSettings
+from vault import KEY_PURPOSE_LICENCE, KeyPolicy, SealSettings
 
 __all__ = ["Settings", "load_settings"]
 
@@ -66,6 +67,31 @@ class Settings(BaseSettings):
     max_pdf_bytes: int = Field(
         default=20 * 1024 * 1024, ge=1024, le=20 * 1024 * 1024, description="largest PDF accepted (413 above)"
     )
+    # Key management (issue 5): cryptoperiods, dual control, signed audit checkpoints.
+    licence_key_signing_days: int = Field(
+        default=365,
+        ge=0,
+        le=3650,
+        description="days a licence-signing key signs after activation (its cryptoperiod); 0: no limit",
+    )
+    licence_key_max_signatures: int | None = Field(
+        default=None, ge=1, le=10**12, description="signature budget of new licence keys (default: none)"
+    )
+    approvals_required: int = Field(
+        default=2, ge=1, le=10, description="security officers who must approve a dual-control operation (M)"
+    )
+    approval_ttl_hours: float = Field(
+        default=24, gt=0, le=24 * 30, description="hours a dual-control request waits before it expires"
+    )
+    audit_checkpoint_interval: int = Field(
+        default=100, ge=0, le=1_000_000, description="sign the audit head every N events (0: on demand only)"
+    )
+    trust_refresh_seconds: float = Field(
+        default=5, ge=0, le=3600, description="seconds between re-reads of key states in each worker"
+    )
+    officer_password: SecretStr | None = Field(
+        default=None, description="the acting officer's password for --officer (else the CLI prompts)"
+    )
     # HTTP platform (verify_api.middleware, verify_api.ratelimit, verify_api.metrics).
     max_body_bytes: int = Field(
         default=65536, ge=1024, le=16 * 1024 * 1024, description="largest request body accepted (413 above)"
@@ -109,6 +135,24 @@ class Settings(BaseSettings):
             timestamp_url=self.tsa_url,
             timestamp_roots=_pem_certificates(self.tsa_roots_file, "TSA_ROOTS_FILE"),
         )
+
+    def key_policy(self) -> KeyPolicy:
+        days = self.licence_key_signing_days or None
+        return KeyPolicy(
+            signing_days={KEY_PURPOSE_LICENCE: days}, max_signatures=self.licence_key_max_signatures
+        )
+
+    def vault_options(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`vault.Vault` that come from settings."""
+        return {
+            "public_url": self.public_url,
+            "seal_settings": self.seal_settings(),
+            "key_policy": self.key_policy(),
+            "approvals_required": self.approvals_required,
+            "approval_ttl": timedelta(hours=self.approval_ttl_hours),
+            "audit_checkpoint_interval": self.audit_checkpoint_interval,
+            "trust_refresh_seconds": self.trust_refresh_seconds,
+        }
 
     def backend_config(self) -> BackendConfig:
         passphrase = _secret(self.keystore_passphrase, self.keystore_passphrase_file, "KEYSTORE_PASSPHRASE")

@@ -60,8 +60,7 @@ def open_vault(settings: Settings, *, clock: Clock = system_clock, migrate: bool
                 backend,
                 load_licence_types(),
                 clock=clock,
-                public_url=settings.public_url,
-                seal_settings=settings.seal_settings(),
+                **settings.vault_options(),
             )
         finally:
             backend.close()
