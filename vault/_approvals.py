@@ -295,7 +295,7 @@ class ApprovalBook:
         return ApprovalRequest(
             int(row.id),
             row.operation,
-            dict(row.params),
+            {k: v for k, v in row.params.items() if k != "summary"},
             row.subject,
             summary,
             row.requested_by,

@@ -63,7 +63,9 @@ __all__ = [
 
 log = logging.getLogger("yinxin.vault")
 
-SCOPES: Final = frozenset({"licence:issue", "licence:read", "licence:manage", "licence:verify", "seal:use"})
+SCOPES: Final = frozenset(
+    {"licence:issue", "licence:read", "licence:manage", "licence:verify", "seal:use", "keys:manage"}
+)
 MAX_SECRET_CHARS: Final = 256
 
 # scrypt (RFC 7914) at N=2^14, r=8, p=1: 16 MiB and tens of milliseconds per check, the
@@ -203,7 +205,6 @@ class ClientRegistry:
         self._cache: OrderedDict[tuple[str, bytes], tuple[AuthenticatedClient, datetime]] = OrderedDict()
         self._enabled: dict[str, datetime] = {}  # client id -> when it was last seen enabled
         self._lock = threading.Lock()
-        self._service_key: KeyRef | None = None
 
     # ---- management ------------------------------------------------------------
 
@@ -343,15 +344,14 @@ class ClientRegistry:
         )
 
     def service_key(self) -> KeyRef:
-        """The active service-token key, created on first need."""
-        with self._lock:
-            key = self._service_key
-        if key is None:
-            info = ensure_service_key(self._vault, actor="system")
-            key = KeyRef(info.kid, SignatureAlgorithm.parse(info.algorithm))
-            with self._lock:
-                self._service_key = key
-        return key
+        """The active service-token key, created on first need.
+
+        Read from the registry on every token (one indexed query beside a ~50 ms scrypt):
+        a key rotated, destroyed or declared compromised through another process must
+        stop signing here at once.
+        """
+        info = ensure_service_key(self._vault, actor="system")
+        return KeyRef(info.kid, SignatureAlgorithm.parse(info.algorithm))
 
 
 def _audit_entry(

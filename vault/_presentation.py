@@ -68,7 +68,8 @@ def presentation_for(vault: Vault, identifier: str) -> str:
             "QR code"
         )
     with vault.db.read() as s:
-        key = vault.keys.active_key(s, licence.issuer_code)  # NoActiveKey when there is none
+        # NoActiveKey when there is none; KeyNotUsable past its signing period or budget.
+        key = vault.keys.active_key(s, licence.issuer_code, now=now)
     try:
         return sign_presentation(vault.backend, key, licence.identifier, iat=now, exp=end)
     except KeyNotFound:

@@ -177,6 +177,18 @@ def _status_changed(s: Session, name: str, after: int, upto: int) -> bool:
     is added later): a needless re-sign costs little, a missed change would not. A new
     licence is VALID, which its slot already says.
     """
+    # A key event (rotation, compromise, destruction) may have changed the list's signing key.
+    key_event = s.execute(
+        select(AuditEventRecord.seq)
+        .where(
+            AuditEventRecord.seq > after,
+            AuditEventRecord.seq <= upto,
+            AuditEventRecord.action.in_(("key.compromise", "key.retire", "key.destroy", "key.generate")),
+        )
+        .limit(1)
+    ).first()
+    if key_event is not None:
+        return True
     hit = s.execute(
         select(AuditEventRecord.seq)
         .join(LicenceRecord, LicenceRecord.identifier == AuditEventRecord.subject)

@@ -143,6 +143,8 @@ class Vault(LicenceReader, KeyAdministration):
         self._trust_loaded = 0.0
         self._trust_refresh = trust_refresh_seconds
         self._trust_lock = threading.Lock()
+        # Bumped whenever this process changes key states; other caches (access-token trust) watch it.
+        self.trust_generation = 0
 
     # ---- setup --------------------------------------------------------------
 
@@ -233,8 +235,10 @@ class Vault(LicenceReader, KeyAdministration):
             return self.keys.list(s)
 
     def forget_trust(self) -> None:
+        """Key states changed in this process: every cached trust store re-reads the registry."""
         with self._trust_lock:
             self._trust = None
+            self.trust_generation += 1
 
     def trust_store(self, *, refresh: bool = False) -> TrustStore:
         with self._trust_lock:

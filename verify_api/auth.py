@@ -67,7 +67,8 @@ class Principal:
 
 
 class AccessTokenTrust:
-    """The service keys that verify access tokens, refreshed when an unknown kid shows up."""
+    """The service keys that verify access tokens: re-read every few seconds, and at once
+    (rate-limited) when an unknown kid shows up."""
 
     def __init__(self, vault: Vault, *, min_refresh_seconds: float = 5.0) -> None:
         self._vault = vault
@@ -75,10 +76,17 @@ class AccessTokenTrust:
         self._lock = threading.Lock()
         self._store: TrustStore | None = None
         self._refreshed_at = 0.0
+        self._generation = -1
 
     def store(self) -> TrustStore:
         with self._lock:
-            if self._store is None:
+            # Re-read every few seconds, not only on an unknown kid: a service key declared
+            # compromised (or destroyed) elsewhere must stop authenticating here too.
+            if (
+                self._store is None
+                or self._generation != self._vault.trust_generation
+                or time.monotonic() - self._refreshed_at >= self._min_refresh
+            ):
                 self._load()
             assert self._store is not None
             return self._store
@@ -96,6 +104,7 @@ class AccessTokenTrust:
             return self._store is not None and kid is not None and kid in self._store
 
     def _load(self) -> None:
+        self._generation = self._vault.trust_generation
         self._store = service_trust_store(self._vault)
         self._refreshed_at = time.monotonic()
 

@@ -39,6 +39,7 @@ __all__ = [
     "PASSWORD",
     "active_licence_key",
     "approve",
+    "approvers",
     "audit_text",
     "b64url_decode",
     "b64url_encode",
@@ -106,6 +107,12 @@ def approve(
     for officer in officers[1:]:
         request = vault.approvals.approve(request.id, officer)
     return request
+
+
+def approvers(actor: str) -> set[str]:
+    """The officers an operation's audit actor names (``officers:a,b``); order is not significant."""
+    assert actor.startswith("officers:"), actor
+    return set(actor.removeprefix("officers:").split(","))
 
 
 # ---- independent cryptography -------------------------------------------------------------------

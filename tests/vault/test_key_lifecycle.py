@@ -9,7 +9,9 @@ signatures are recomputed with ``cryptography`` and ``joserfc``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -27,12 +29,14 @@ from schemas.errors import (
     PermissionDenied,
 )
 from signing import jwks_document
+from tests._builders import example
 from tests.vault._officer_support import (
     CST,
     DEPT,
     PASSWORD,
     active_licence_key,
     approve,
+    approvers,
     audit_text,
     b64url_decode,
     b64url_encode,
@@ -46,7 +50,7 @@ from tests.vault._officer_support import (
     verify_es256_jws,
 )
 from tests.vault.conftest import SettableClock
-from vault import Vault
+from vault import BulkItem, Vault
 from vault._keys import KeyPolicy
 from vault._models import KeyCeremonyRecord
 from vault._officers import Role
@@ -140,8 +144,7 @@ def test_destroy_deletes_the_private_key_but_not_what_it_signed(
     verdict = vault.verify(old.token)
     assert (verdict.valid, verdict.status, verdict.kid) == (True, "valid", old_kid)
     (event,) = [e for e in vault.audit_events(subject=old_kid) if e.action == "key.destroy"]
-    assert event.actor.startswith("officers:")
-    assert set(event.actor.removeprefix("officers:").split(",")) == {"zhang.wei", "li.na"}
+    assert approvers(event.actor) == {"zhang.wei", "li.na"}
     assert event.details["private_key"] == "destroyed"
     # Destroyed is final.
     with pytest.raises(IllegalTransition, match="already destroyed"):
@@ -226,13 +229,43 @@ def test_compromise_invalidates_everything_the_key_signed_and_reissue_replaces_i
     assert vault.verify_audit().ok
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "BUG: vault/_key_lifecycle.py KeyLifecycle._destroy_problem allows destroying a compromised key "
+        "and destroy() sets its state to 'destroyed', which KeyState.VERIFYING trusts again"
+    ),
+)
+def test_destroying_a_compromised_key_does_not_make_it_trusted_again(
+    make_vault: Callable[..., Vault], clock: SettableClock
+) -> None:
+    vault = make_vault()
+    lic = issue(vault)
+    kid = lic.kid
+    clock.advance(hours=1)
+    a, b = security_officers(vault, 2)
+    since = (clock() - timedelta(minutes=30)).astimezone(CST).isoformat()
+    approve(vault, "key.compromise", {"kid": kid, "since": since, "reason": "令牌被盗"}, [a, b])
+    assert vault.verify(lic.token).codes == ("key_compromised",)
+
+    # Cleaning up: the stolen key's private half is destroyed (or the request is refused).
+    with contextlib.suppress(IllegalTransition):
+        approve(vault, "key.destroy", {"kid": kid}, [a, b])
+
+    # Either way, a key once declared compromised never verifies anything again.
+    assert kid not in vault.trust_store(refresh=True)
+    assert kid not in {k["kid"] for k in jwks_document(vault.trust_store())["keys"]}
+    verdict = vault.verify(lic.token)
+    assert (verdict.valid, verdict.codes) == (False, ("key_compromised",))
+
+
 # ---- cryptoperiod and signature budget ---------------------------------------------------------------------
 
 
 def test_a_key_past_its_signing_period_stops_signing_until_rotated(
-    make_vault: object, clock: SettableClock
+    make_vault: Callable[..., Vault], clock: SettableClock
 ) -> None:
-    vault: Vault = make_vault(key_policy=KeyPolicy(signing_days={"licence-signing": 1}))  # type: ignore[operator]
+    vault = make_vault(key_policy=KeyPolicy(signing_days={"licence-signing": 1}))
     kid = active_licence_key(vault).kid
     assert active_licence_key(vault).sign_until == clock() + timedelta(days=1)
     first = issue(vault)
@@ -252,46 +285,36 @@ def test_a_key_past_its_signing_period_stops_signing_until_rotated(
     assert issue(vault).kid == new_kid
 
 
-def test_a_key_signs_no_more_than_its_signature_budget(key_vault: Vault) -> None:
-    vault = key_vault
-    budgeted = vault.generate_key(DEPT, ES256, actor="t", max_signatures=2)
-    assert budgeted.max_signatures == 2
+def test_a_key_signs_no_more_than_its_signature_budget(make_vault: Callable[..., Vault]) -> None:
+    vault = make_vault()
+    budgeted = vault.generate_key(DEPT, ES256, actor="t", max_signatures=3)
+    assert budgeted.max_signatures == 3
+    assert issue(vault).kid == budgeted.kid
+    # A batch that would pass the budget is refused whole, not signed in part.
+    items = [BulkItem(i, example(vault), None) for i in range(3)]
+    with pytest.raises(KeyNotUsable, match=f"{budgeted.kid} would pass its budget of 3 signatures"):
+        vault.issue_batch(items, actor="t")
+    assert vault.key_details(budgeted.kid)[0].signature_count == 1
     assert [issue(vault).kid for _ in range(2)] == [budgeted.kid] * 2
     before = licence_count(vault)
     events_before = len(audit_text(vault))
 
-    with pytest.raises(KeyNotUsable, match=rf"{budgeted.kid} has made 2 of its 2 allowed signatures"):
+    with pytest.raises(KeyNotUsable, match=f"{budgeted.kid} has made 3 of its 3 allowed signatures"):
         issue(vault)
 
     assert licence_count(vault) == before
     assert len(audit_text(vault)) == events_before
-    assert vault.key_details(budgeted.kid)[0].signature_count == 2
-    assert vault.verify_audit().ok
-
-
-def test_a_batch_that_would_pass_the_budget_is_refused_whole(make_vault: object) -> None:
-    from tests._builders import example
-    from vault import BulkItem
-
-    vault: Vault = make_vault()  # type: ignore[operator]
-    budgeted = vault.generate_key(DEPT, ES256, actor="t", max_signatures=3)
-    issue(vault)
-    before = licence_count(vault)
-    items = [BulkItem(i, example(vault), None) for i in range(3)]
-
-    with pytest.raises(KeyNotUsable, match="budget of 3 signatures"):
-        vault.issue_batch(items, actor="t")
-
-    assert licence_count(vault) == before
-    assert vault.key_details(budgeted.kid)[0].signature_count == 1
+    assert vault.key_details(budgeted.kid)[0].signature_count == 3
     assert vault.verify_audit().ok
 
 
 # ---- pre-activation ------------------------------------------------------------------------------
 
 
-def test_a_pre_activation_key_waits_until_activated(key_vault: Vault, clock: SettableClock) -> None:
-    vault = key_vault
+def test_a_pre_activation_key_waits_until_activated(
+    make_vault: Callable[..., Vault], clock: SettableClock
+) -> None:
+    vault = make_vault()
     old_kid = active_licence_key(vault).kid
     waiting = vault.generate_key(DEPT, ES256, actor="t", pre_activation=True)
 
@@ -394,8 +417,8 @@ def test_every_key_has_a_signed_generation_record_that_detects_tampering(
 # ---- officers and roles ------------------------------------------------------------------------------
 
 
-def test_only_security_officers_run_keys_once_one_is_enrolled(key_vault: Vault) -> None:
-    vault = key_vault
+def test_only_security_officers_run_keys_once_one_is_enrolled(make_vault: Callable[..., Vault]) -> None:
+    vault = make_vault()
     old = issue(vault)
     retired = vault.rotate_key(DEPT, officer=None, actor="t")  # setup mode: the local user
     assert vault.setup_mode()
@@ -431,8 +454,10 @@ def test_only_security_officers_run_keys_once_one_is_enrolled(key_vault: Vault) 
     assert generated[0].actor == "officer:zhang.wei"
 
 
-def test_a_wrong_password_is_refused_and_audited_without_the_password(key_vault: Vault) -> None:
-    vault = key_vault
+def test_a_wrong_password_is_refused_and_audited_without_the_password(
+    make_vault: Callable[..., Vault],
+) -> None:
+    vault = make_vault()
     boss = enrol(vault, "zhang.wei", acting=None)
     enrol(vault, "li.na", acting=boss)
     wrong = "incorrect horse battery staple"

@@ -59,7 +59,9 @@ def test_seal_create_show_list(with_seal: tuple[Run, str], tmp_path: Path) -> No
     )
 
 
-def test_seal_pdf_verify_revoke_verify(with_seal: tuple[Run, str], tmp_path: Path) -> None:
+def test_seal_pdf_verify_revoke_verify(
+    with_seal: tuple[Run, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run, seal_id = with_seal
     original = tmp_path / "in.pdf"
     original.write_bytes(simple_pdf(2))
@@ -72,7 +74,37 @@ def test_seal_pdf_verify_revoke_verify(with_seal: tuple[Run, str], tmp_path: Pat
     verdict = json.loads(out)
     assert verdict["valid"] and verdict["seal"]["seal_id"] == seal_id
 
-    assert run("seal", "revoke", seal_id, "--reason", "印章被盗", "--crl-reason", "keyCompromise")[0] == 0
+    # Revocation is final, so it takes two security officers (四眼原则).
+    with pytest.raises(SystemExit) as exited:
+        run("seal", "revoke", seal_id, "--reason", "印章被盗")  # argparse: --officer is required
+    assert exited.value.code == 2
+    monkeypatch.setenv("YINXIN_OFFICER_PASSWORD", "alice's long passphrase")
+    for name in ("alice", "bob"):
+        password = write(tmp_path, f"{name}.pw", f"{name}'s long passphrase\n")
+        acting = () if name == "alice" else ("--officer", "alice")
+        assert (
+            run("officer", "add", name, "--role", "security-officer", "--password-file", password, *acting)[0]
+            == 0
+        )
+    code, out, err = run(
+        "seal",
+        "revoke",
+        seal_id,
+        "--reason",
+        "印章被盗",
+        "--crl-reason",
+        "keyCompromise",
+        "--officer",
+        "alice",
+        "--json",
+    )
+    request = json.loads(out)
+    assert code == 0 and request["state"] == "pending" and request["approvals"] == ["alice"], err
+    code, out, _ = run("seal", "verify", str(sealed), "--json")
+    assert code == 0 and json.loads(out)["valid"]  # one officer is not enough
+    monkeypatch.setenv("YINXIN_OFFICER_PASSWORD", "bob's long passphrase")
+    code, out, err = run("approvals", "approve", str(request["id"]), "--officer", "bob", "--json")
+    assert code == 0 and json.loads(out)["state"] == "executed", err
     code, out, _ = run("seal", "verify", str(sealed), "--json")
     verdict = json.loads(out)
     assert code == 1 and verdict["codes"] == ["revoked"] and "印章被盗" in verdict["reasons"][0]

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from verify_api.routes import api_docs, health, jwks, licences, oauth, page, qr, seals, status_lists, verify
+from verify_api.routes import (
+    api_docs,
+    health,
+    jwks,
+    keys,
+    licences,
+    oauth,
+    page,
+    qr,
+    seals,
+    status_lists,
+    verify,
+)
 
 __all__ = ["ROUTERS"]
 
@@ -19,5 +31,6 @@ ROUTERS: list[APIRouter] = [
     verify.router,
     status_lists.router,
     jwks.router,
+    keys.router,
     page.router,
 ]
