@@ -109,11 +109,12 @@ def event_hash(event: dict[str, Any]) -> str:
 
 class AuditKey:
     def __init__(self, jwk: dict[str, Any]) -> None:
-        self.kid = jwk.get("kid")
-        self.alg = jwk.get("alg")
-        self.state = jwk.get("state", "?")
-        if not isinstance(self.kid, str) or self.alg not in ("ES256", "EdDSA", "PS256"):
+        kid, alg = jwk.get("kid"), jwk.get("alg")
+        if not isinstance(kid, str) or alg not in ("ES256", "EdDSA", "PS256"):
             raise ValueError("an audit key needs a kid and an alg of ES256, EdDSA or PS256")
+        self.kid: str = kid
+        self.alg: str = alg
+        self.state = str(jwk.get("state", "?"))
         kty = jwk.get("kty")
         if kty == "EC" and self.alg == "ES256" and jwk.get("crv") == "P-256":
             x, y = b64url_decode(jwk["x"]), b64url_decode(jwk["y"])
@@ -162,7 +163,7 @@ def check_checkpoint_token(token: Any, keys: dict[str, AuditKey]) -> tuple[dict[
         raise ValueError("the JWS header must hold alg, kid and typ only")
     if str(header.get("typ", "")).lower() != CHECKPOINT_TYP:
         raise ValueError(f"the JWS typ is {header.get('typ')!r}, not {CHECKPOINT_TYP!r}")
-    key = keys.get(header.get("kid"))  # type: ignore[arg-type]
+    key = keys.get(str(header.get("kid")))
     if key is None:
         raise ValueError(f"it names audit key {header.get('kid')!r}, which the export header does not list")
     if header.get("alg") != key.alg:
@@ -298,7 +299,7 @@ def verify(path: Path, trusted: str | None, pins: set[str]) -> int:
         elif kind == "checkpoint":
             seq = item.get("seq")
             where = f"checkpoint at event {seq} (line {number})"
-            named = keys.get(item.get("kid"))  # type: ignore[arg-type]
+            named = keys.get(str(item.get("kid")))
             if named is not None and named.state == "compromised":
                 # As `yinxin audit verify` does: a compromised audit key's signature proves nothing.
                 warnings.append(f"{where} is signed by audit key {named.kid}, declared compromised: ignored")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from hsm import SignatureAlgorithm
 from schemas.errors import AuthenticationFailed, InvalidInput, PermissionDenied
@@ -201,6 +201,10 @@ class KeyAdministration:
     def verify_audit(self) -> AuditReport:
         """The chain, every checkpoint signature, and the records since the newest checkpoint."""
         with self.db.read() as s:
+            if self.db.dialect == "postgresql":
+                # One snapshot for chain, head, checkpoints and records: concurrent writers must
+                # not look like a cut tail (SQLite's read transaction is a snapshot already).
+                s.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
             check = CheckpointSigner.check(s)
             report = self.audit.verify(s, signed_heads=check.signed_heads)
             since = check.last.at if check.last is not None else None

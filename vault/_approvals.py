@@ -6,8 +6,8 @@ when the M-th distinct security officer approves; any rejection, or expiry
 (request, officer) makes a second vote by the same officer impossible even
 under concurrency, and the request row is locked while a vote is counted.
 
-Operations (ETSI EN 319 401 §7.2 / EN 319 411-1 §6.2.2: critical key
-operations under multi-person control):
+Operations (ETSI EN 319 401 §7.2 trusted roles; RFC 3647 §6.2.2 multi-person
+control of private keys):
 
 ===================== =========================================================
 ``key.destroy``       delete a (non-active) key's private half from the backend
@@ -182,8 +182,13 @@ def _check_compromise(vault: Vault, params: Mapping[str, Any]) -> tuple[dict[str
 def _run_compromise(
     vault: Vault, params: Mapping[str, Any], actor: str, progress: Progress | None
 ) -> dict[str, Any]:
+    # resume=True: a request run again after an interruption finishes the follow-ups (seal revocation).
     result = vault.lifecycle.compromise(
-        params["kid"], since=parse_time(params["since"], "since"), reason=params["reason"], actor=actor
+        params["kid"],
+        since=parse_time(params["since"], "since"),
+        reason=params["reason"],
+        actor=actor,
+        resume=True,
     )
     return result.as_dict()
 
@@ -414,6 +419,7 @@ class ApprovalBook:
         now = v.clock()
         with v.db.write() as s:
             row = self._row(s, request_id, lock=True)
+            expires_at = row.expires_at
             if self._expire(s, row, now):
                 expired = True
             else:
@@ -460,7 +466,7 @@ class ApprovalBook:
                     row.decided_at = now
         if expired:
             raise IllegalTransition(
-                f"request {request_id} expired (requests live {self._ttl_text()}); make a new one"
+                f"request {request_id} expired at {expires_at.isoformat()}; make a new one"
             )
         if ready:
             return self._execute(request_id, progress)
@@ -574,10 +580,6 @@ class ApprovalBook:
     def _check_pending(row: ApprovalRequestRecord) -> None:
         if row.state != ApprovalState.PENDING:
             raise IllegalTransition(f"request {row.id} is {row.state}: only a pending request can be decided")
-
-    def _ttl_text(self) -> str:
-        hours = self.ttl.total_seconds() / 3600
-        return f"{hours:g} h"
 
     # ---- reading ----------------------------------------------------------------------------------
 

@@ -131,6 +131,7 @@ class AuditLog:
             select(AuditHeadRecord).where(AuditHeadRecord.id == 1).with_for_update()
         ).scalar_one()
         seq, prev = head.seq, head.hash
+        first_seq = seq  # the ORM refreshes ``head`` on the UPDATE below: keep where we started
         stamp = timestamp_text(at)
         events: list[AuditEvent] = []
         rows: list[dict[str, Any]] = []
@@ -160,7 +161,7 @@ class AuditLog:
         if (
             writer is not None
             and writer.interval > 0
-            and seq // writer.interval > head.seq // writer.interval
+            and seq // writer.interval > first_seq // writer.interval
         ):
             writer.write(session, seq, prev, stamp)
         return events

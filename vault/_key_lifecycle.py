@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from hsm import KeyRef, SignatureAlgorithm
 from schemas import LicenceIdentifier
@@ -51,7 +51,7 @@ from vault._models import (
     StatusChangeRecord,
 )
 from vault._status_lists import allocate_status_slots, status_list_uri
-from vault._types import KeyInfo, LicenceStatus, licence_window
+from vault._types import CHINA_TIME, KeyInfo, LicenceStatus, licence_window
 
 if TYPE_CHECKING:
     from vault._vault import Vault
@@ -144,11 +144,13 @@ def _reason(reason: str) -> str:
     return reason
 
 
-def _live(query: Any) -> Any:
-    """Licences a key signed that still stand: not revoked, not yet superseded."""
+def _live(query: Any, now: datetime) -> Any:
+    """Licences a key signed that still stand: not revoked, not superseded, not past their validity."""
+    today = now.astimezone(CHINA_TIME).date()
     return query.where(
         LicenceRecord.superseded_by.is_(None),
         LicenceRecord.status.in_([LicenceStatus.VALID, LicenceStatus.SUSPENDED]),
+        or_(LicenceRecord.valid_until.is_(None), LicenceRecord.valid_until >= today),
     )
 
 
@@ -238,10 +240,13 @@ class KeyLifecycle:
                 raise IllegalTransition(f"key {kid} is already declared compromised")
             return to_key_info(row)
 
-    def compromise(self, kid: str, *, since: datetime, reason: str, actor: str) -> CompromiseResult:
+    def compromise(
+        self, kid: str, *, since: datetime, reason: str, actor: str, resume: bool = False
+    ) -> CompromiseResult:
+        """Declare *kid* compromised. With *resume* (an approved request run again), a key
+        already declared is not an error: the follow-up (revoking its seals) is finished."""
         v = self._vault
         reason = _reason(reason)
-        self.check_compromise(kid, since)
         now = v.clock()
         replacement: str | None = None
         seals_revoked: list[str] = []
@@ -249,37 +254,14 @@ class KeyLifecycle:
             v.audit.lock_head(s)
             row = v.keys._row(s, kid, lock=True)
             if row.state == KeyState.COMPROMISED:
-                raise IllegalTransition(f"key {kid} is already declared compromised")
-            previous = row.state
-            # A key cannot have been stolen before it existed: an earlier time means "since generation".
-            since = max(since, row.created_at)
-            row.state = KeyState.COMPROMISED
-            row.compromised_at = since
-            row.state_reason = reason
-            row.retired_at = row.retired_at or now
-            v.audit.append(
-                s,
-                AuditEntry(
-                    actor,
-                    "key.compromise",
-                    kid,
-                    {"purpose": row.purpose, "from": previous, "since": since.isoformat(), "reason": reason},
-                ),
-                at=now,
-            )
-            s.flush()
-            if row.purpose == KEY_PURPOSE_LICENCE and previous == KeyState.ACTIVE and row.department_code:
-                info = v.keys.generate(
-                    s, row.department_code, SignatureAlgorithm.parse(row.algorithm), actor=actor, now=now
-                )
-                replacement = info.kid
-            elif row.purpose in SYSTEM_KEY_PREFIXES and previous == KeyState.ACTIVE:
-                info = v.keys.rotate_system_key(
-                    s, row.purpose, algorithm=SignatureAlgorithm.parse(row.algorithm), actor=actor, now=now
-                )
-                replacement = info.kid
-            elif row.purpose == KEY_PURPOSE_CA:
-                seals_revoked = self._distrust_ca(s, kid, reason, actor, now)
+                if not resume:
+                    raise IllegalTransition(f"key {kid} is already declared compromised")
+                declared = False
+            else:
+                self.check_compromise(kid, since)
+                declared = True
+            if declared:
+                replacement, seals_revoked = self._declare(s, row, since, reason, actor, now)
             info_row = to_key_info(row)
         if row.purpose == KEY_PURPOSE_SEAL:
             with v.db.read() as s:
@@ -293,6 +275,46 @@ class KeyLifecycle:
                 seals_revoked.append(seal_id)
         v.forget_trust()
         return CompromiseResult(info_row, replacement, seals_revoked, self.count_to_reissue(kid))
+
+    def _declare(
+        self, s: Any, row: KeyRecord, since: datetime, reason: str, actor: str, now: datetime
+    ) -> tuple[str | None, list[str]]:
+        """The state change and what follows in the same transaction; returns (replacement, seals)."""
+        v = self._vault
+        kid = row.kid
+        replacement: str | None = None
+        seals_revoked: list[str] = []
+        previous = row.state
+        # A key cannot have been stolen before it existed: an earlier time means "since generation".
+        since = max(since, row.created_at)
+        row.state = KeyState.COMPROMISED
+        row.compromised_at = since
+        row.state_reason = reason
+        row.retired_at = row.retired_at or now
+        v.audit.append(
+            s,
+            AuditEntry(
+                actor,
+                "key.compromise",
+                kid,
+                {"purpose": row.purpose, "from": previous, "since": since.isoformat(), "reason": reason},
+            ),
+            at=now,
+        )
+        s.flush()
+        if row.purpose == KEY_PURPOSE_LICENCE and previous == KeyState.ACTIVE and row.department_code:
+            info = v.keys.generate(
+                s, row.department_code, SignatureAlgorithm.parse(row.algorithm), actor=actor, now=now
+            )
+            replacement = info.kid
+        elif row.purpose in SYSTEM_KEY_PREFIXES and previous == KeyState.ACTIVE:
+            info = v.keys.rotate_system_key(
+                s, row.purpose, algorithm=SignatureAlgorithm.parse(row.algorithm), actor=actor, now=now
+            )
+            replacement = info.kid
+        elif row.purpose == KEY_PURPOSE_CA:
+            seals_revoked = self._distrust_ca(s, kid, reason, actor, now)
+        return replacement, seals_revoked
 
     def _distrust_ca(self, s: Any, kid: str, reason: str, actor: str, now: datetime) -> list[str]:
         """A compromised CA key: the CA and every seal under it stop being trusted."""
@@ -335,7 +357,10 @@ class KeyLifecycle:
         with v.db.read() as s:
             return int(
                 s.execute(
-                    _live(select(func.count()).select_from(LicenceRecord).where(LicenceRecord.kid == kid))
+                    _live(
+                        select(func.count()).select_from(LicenceRecord).where(LicenceRecord.kid == kid),
+                        v.clock(),
+                    )
                 ).scalar_one()
             )
 
@@ -391,7 +416,9 @@ class KeyLifecycle:
             ]
             to_reissue = int(
                 s.execute(
-                    _live(select(func.count()).select_from(LicenceRecord).where(LicenceRecord.kid == kid))
+                    _live(
+                        select(func.count()).select_from(LicenceRecord).where(LicenceRecord.kid == kid), now
+                    )
                 ).scalar_one()
             )
         return AffectedReport(info, licences, seals, to_reissue)
@@ -434,7 +461,7 @@ class KeyLifecycle:
             with v.db.write() as s:
                 rows = (
                     s.execute(
-                        _live(select(LicenceRecord).where(LicenceRecord.kid == kid))
+                        _live(select(LicenceRecord).where(LicenceRecord.kid == kid), now)
                         .order_by(LicenceRecord.identifier)
                         .limit(batch)
                         .with_for_update()

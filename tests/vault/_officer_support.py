@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pkcs11 import Attribute, ObjectClass
 from sqlalchemy import func, select
 
-from hsm import SignatureAlgorithm
 from tests._builders import example
 from vault import Vault
 from vault._approvals import ApprovalRequest
@@ -31,7 +30,7 @@ from vault._officers import Officer, Role
 from vault._types import KeyInfo, Licence
 
 if TYPE_CHECKING:
-    from conftest import SoftHSMToken
+    from tests.conftest import SoftHSMToken
 
 __all__ = [
     "CST",
@@ -50,6 +49,7 @@ __all__ = [
     "raw_session",
     "security_officers",
     "spki_sha256",
+    "token_serial",
     "verify_es256_jws",
 ]
 
@@ -181,6 +181,3 @@ def token_serial(token: SoftHSMToken) -> str:
     with raw_session(token) as session:
         serial = session.token.serial
     return (serial.decode() if isinstance(serial, bytes) else str(serial)).strip()
-
-
-ES256 = SignatureAlgorithm.ES256

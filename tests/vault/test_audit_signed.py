@@ -388,7 +388,8 @@ def test_the_export_is_verifiable_with_hashlib_json_and_another_jose_library(aud
     hashes = {e["seq"]: e["hash"] for e in events}
     assert [cp["seq"] for cp in checkpoints] == [10, 20, 30]
     for cp in checkpoints:
-        assert rest[rest.index(cp) - 1] == {**rest[rest.index(cp) - 1], "type": "event", "seq": cp["seq"]}
+        before = rest[rest.index(cp) - 1]
+        assert (before["type"], before["seq"]) == ("event", cp["seq"])
     (jwk,) = header["audit_keys"]
     assert jwk["state"] == "active" and "d" not in jwk
     key = ECKey.import_key({name: value for name, value in jwk.items() if name != "state"})

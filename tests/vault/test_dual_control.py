@@ -17,7 +17,7 @@ from cryptography import x509
 
 from hsm import KeyRef, SignatureAlgorithm
 from schemas.errors import Conflict, IllegalTransition, InvalidInput, KeyNotFound, PermissionDenied
-from tests.vault._officer_support import DEPT, approve, approvers, enrol, issue, security_officers
+from tests.vault._officer_support import DEPT, PASSWORD, approve, approvers, enrol, issue, security_officers
 from tests.vault.conftest import SettableClock
 from vault import Vault
 from vault._officers import Officer, Role
@@ -89,7 +89,7 @@ def test_one_officer_is_not_enough_and_the_same_officer_twice_is_not_two(
     assert destroyed.actor == "officers:zhang.wei,li.na"
     # Once executed, nothing more can be decided.
     with pytest.raises(IllegalTransition, match="is executed"):
-        vault.approvals.approve(done.id, vault.officer_login("wang.fang", "correct horse battery"))
+        vault.approvals.approve(done.id, vault.officer_login("wang.fang", PASSWORD))
     assert vault.verify_audit().ok
 
 

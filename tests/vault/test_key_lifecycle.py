@@ -191,8 +191,8 @@ def test_compromise_invalidates_everything_the_key_signed_and_reissue_replaces_i
     assert issue(vault).kid == replacement
 
     report = vault.lifecycle.affected(kid)
-    assert sorted(a.identifier for a in report.licences) == sorted(lic.identifier for lic in licences)
-    assert all(a.needs_reissue and not a.after_compromise for a in report.licences)
+    assert sorted(entry.identifier for entry in report.licences) == sorted(lic.identifier for lic in licences)
+    assert all(entry.needs_reissue and not entry.after_compromise for entry in report.licences)
     assert report.to_reissue == 3
 
     reissued = approve(vault, "key.reissue", {"kid": kid}, [b, a])
@@ -220,7 +220,7 @@ def test_compromise_invalidates_everything_the_key_signed_and_reissue_replaces_i
         assert vault.get(lic.identifier).status == "revoked"
     after = vault.lifecycle.affected(kid)
     assert after.to_reissue == 0
-    assert not any(a.needs_reissue for a in after.licences)
+    assert not any(entry.needs_reissue for entry in after.licences)
 
     # Running it again finds nothing left to do.
     again = approve(vault, "key.reissue", {"kid": kid}, [a, b])
