@@ -205,7 +205,7 @@ class KeyAdministration:
                 # One snapshot for chain, head, checkpoints and records: concurrent writers must
                 # not look like a cut tail (SQLite's read transaction is a snapshot already).
                 s.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
-            check = CheckpointSigner.check(s)
+            check = self.checkpoints.check(s)
             report = self.audit.verify(s, signed_heads=check.signed_heads)
             since = check.last.at if check.last is not None else None
             crossed = cross_check(s, since, check.last.seq if check.last is not None else 0)

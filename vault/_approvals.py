@@ -212,8 +212,12 @@ def _check_seal_revoke(vault: Vault, params: Mapping[str, Any]) -> tuple[dict[st
     seal_id = _text(params, "seal_id", 32)
     reason = _text(params, "reason")
     crl_reason = params.get("crl_reason", "unspecified")
-    if crl_reason not in REVOCATION_REASONS:
-        raise InvalidInput(f"crl_reason must be one of {', '.join(sorted(REVOCATION_REASONS))}")
+    if crl_reason not in REVOCATION_REASONS or crl_reason == "certificateHold":
+        usable = sorted(r for r in REVOCATION_REASONS if r != "certificateHold")
+        raise InvalidInput(
+            f"crl_reason must be one of {', '.join(usable)} "
+            "(certificateHold is a suspension: `yinxin seal suspend`)"
+        )
     seal = vault.seals.get(seal_id)
     if seal.state == "revoked":
         raise IllegalTransition(f"seal {seal_id} is already revoked (revocation is final)")

@@ -91,7 +91,14 @@ class CheckpointSigner:
                 log.warning("no active audit key: audit checkpoints are not being signed (run `yinxin init`)")
                 self._warned = True
             return None
-        record = {"seq": seq, "head": head_hash, "at": at}
+        # "prev": the checkpoint before this one, so a deleted checkpoint row is noticed.
+        previous = session.execute(
+            select(AuditCheckpointRecord.seq)
+            .where(AuditCheckpointRecord.seq < seq)
+            .order_by(AuditCheckpointRecord.seq.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        record = {"seq": seq, "head": head_hash, "at": at, "prev": int(previous or 0)}
         token = sign_record(self._backend, key, record, typ=CHECKPOINT_TYP)
         session.add(AuditCheckpointRecord(seq=seq, head_hash=head_hash, at=at, kid=key.kid, token=token))
         session.flush()
@@ -122,9 +129,10 @@ class CheckpointSigner:
         ).scalars()
         return [_to_checkpoint(r) for r in rows]
 
-    @staticmethod
-    def check(session: Session) -> CheckpointCheck:
-        """Verify every stored checkpoint's signature with the audit key it names."""
+    def check(self, session: Session) -> CheckpointCheck:
+        """Verify every stored checkpoint's signature with the audit key it names, that none is
+        missing between them (each names its predecessor), and that the newest one is not gone
+        (the chain passed a multiple of the interval after it)."""
         keys = {
             row.kid: row
             for row in session.execute(
@@ -136,8 +144,10 @@ class CheckpointSigner:
         signed: dict[int, str] = {}
         last: Checkpoint | None = None
         checked = 0
+        stored_previous = 0
         for cp in CheckpointSigner.all(session):
             checked += 1
+            expected_previous, stored_previous = stored_previous, cp.seq
             key_row = keys.get(cp.kid)
             if key_row is None:
                 problems.append(
@@ -167,8 +177,25 @@ class CheckpointSigner:
                     f"(signed: event {payload.get('seq')}, head {str(payload.get('head'))[:16]}…)"
                 )
                 continue
+            if payload.get("prev") != expected_previous:
+                problems.append(
+                    f"checkpoint at event {cp.seq} follows the checkpoint at event {payload.get('prev')}, "
+                    f"but the stored one before it is at event {expected_previous}: checkpoints were deleted"
+                )
             signed[cp.seq] = cp.head_hash
             last = cp
         if checked == 0:
             warnings.append("no signed checkpoint yet: `yinxin audit checkpoint` makes one")
+        head_seq = int(
+            session.execute(select(AuditHeadRecord.seq).where(AuditHeadRecord.id == 1)).scalar_one()
+        )
+        # With no checkpoint at all (a log from before checkpoints, or every row deleted) there is
+        # only the warning above, and the cross-check then covers every record.
+        if checked and self.interval > 0 and (head_seq // self.interval) * self.interval > stored_previous:
+            due = (head_seq // self.interval) * self.interval
+            problems.append(
+                f"the chain passed event {due}, a multiple of the checkpoint interval ({self.interval}), "
+                f"but the newest checkpoint is at event {stored_previous}: a checkpoint was deleted "
+                "(or the audit key was missing, or the interval was lowered: `yinxin audit checkpoint`)"
+            )
         return CheckpointCheck(signed, tuple(problems), tuple(warnings), checked, last)

@@ -169,7 +169,7 @@ class KeyLifecycle:
             return to_key_info(row)
 
     def _destroy_problem(self, s: Any, row: KeyRecord, now: datetime) -> None:
-        if row.state == KeyState.DESTROYED:
+        if row.state == KeyState.DESTROYED or row.destroyed_at is not None:
             raise IllegalTransition(f"key {row.kid} is already destroyed")
         if row.state != KeyState.ACTIVE:
             return
@@ -208,7 +208,10 @@ class KeyLifecycle:
                 # Already gone (an earlier attempt destroyed it and then failed to commit).
                 gone = "already absent"
                 log.warning("key %s was already absent from the %s backend", kid, v.backend.name)
-            row.state = KeyState.DESTROYED
+            if row.state != KeyState.COMPROMISED:
+                # A compromised key stays compromised: destroying our copy does not make what
+                # a thief's copy signed trustworthy again.
+                row.state = KeyState.DESTROYED
             row.destroyed_at = now
             v.audit.append(
                 s,

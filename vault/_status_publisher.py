@@ -145,11 +145,12 @@ class StatusListPublisher:
         return current
 
     def _build(self, name: str, now: datetime) -> PublishedStatusList:
+        # The key first: creating it is an audit event, which must not count as news after the head.
+        info = ensure_status_list_key(self.vault)
         with self.vault.db.read() as s:
             # The head first: everything up to it is committed, so the list read next includes it.
             head = _audit_head(s)
             statuses = status_bytes(s, name)
-        info = ensure_status_list_key(self.vault)
         uri = self.uri(name)
         token = sign_status_list_token(
             self.vault.backend,

@@ -227,13 +227,6 @@ def test_seal_revocation_through_approvals_revokes_the_seal_and_retires_its_key(
     assert not in_backend(vault, seal.kid)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: vault/_approvals.py _check_seal_revoke accepts crl_reason 'certificateHold' (it is in "
-        "REVOCATION_REASONS) but SealRegistry.revoke refuses it, so an approved request only fails"
-    ),
-)
 def test_a_seal_revocation_that_cannot_run_is_refused_when_requested(
     make_vault: Callable[..., Vault],
 ) -> None:

@@ -229,13 +229,6 @@ def test_compromise_invalidates_everything_the_key_signed_and_reissue_replaces_i
     assert vault.verify_audit().ok
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: vault/_key_lifecycle.py KeyLifecycle._destroy_problem allows destroying a compromised key "
-        "and destroy() sets its state to 'destroyed', which KeyState.VERIFYING trusts again"
-    ),
-)
 def test_destroying_a_compromised_key_does_not_make_it_trusted_again(
     make_vault: Callable[..., Vault], clock: SettableClock
 ) -> None:
