@@ -11,7 +11,7 @@ from __future__ import annotations
 from vault._access import AccessEntry, Accessor
 from vault._access_tokens import KEY_PURPOSE_SERVICE_TOKEN, ensure_service_key, service_trust_store
 from vault._administration import AUDIT_EXPORT_FORMAT
-from vault._approvals import OPERATIONS as APPROVAL_OPERATIONS
+from vault._approval_operations import OPERATIONS as APPROVAL_OPERATIONS
 from vault._approvals import ApprovalRequest, ApprovalState
 from vault._audit import AuditEvent, AuditReport
 from vault._audit_checkpoints import Checkpoint

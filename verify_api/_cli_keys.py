@@ -20,7 +20,7 @@ from hsm import SignatureAlgorithm
 from schemas.errors import InputTooLarge, InvalidInput
 from signing import jwks_document
 from vault import ROLES, ApprovalRequest, ApprovalState, Officer, Vault
-from vault._approvals import OPERATIONS, parse_time
+from vault._approval_operations import OPERATIONS, parse_time
 from verify_api import _render as render
 from verify_api.cli import _actor, _emit
 from verify_api.settings import Settings
