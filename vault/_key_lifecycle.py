@@ -164,7 +164,7 @@ class KeyLifecycle:
         """Whether *kid* may be destroyed now (request time and execution time)."""
         v = self._vault
         with v.db.read() as s:
-            row = v.keys._row(s, kid)
+            row = v.keys.record(s, kid)
             self._destroy_problem(s, row, v.clock())
             return to_key_info(row)
 
@@ -198,7 +198,7 @@ class KeyLifecycle:
         v = self._vault
         now = v.clock()
         with v.db.write() as s:
-            row = v.keys._row(s, kid, lock=True)
+            row = v.keys.record(s, kid, lock=True)
             self._destroy_problem(s, row, now)
             previous = row.state
             try:
@@ -238,7 +238,7 @@ class KeyLifecycle:
         if since > now:
             raise InvalidInput("the time of compromise is in the future")
         with v.db.read() as s:
-            row = v.keys._row(s, kid)
+            row = v.keys.record(s, kid)
             if row.state == KeyState.COMPROMISED:
                 raise IllegalTransition(f"key {kid} is already declared compromised")
             return to_key_info(row)
@@ -255,7 +255,7 @@ class KeyLifecycle:
         seals_revoked: list[str] = []
         with v.db.write() as s:
             v.audit.lock_head(s)
-            row = v.keys._row(s, kid, lock=True)
+            row = v.keys.record(s, kid, lock=True)
             if row.state == KeyState.COMPROMISED:
                 if not resume:
                     raise IllegalTransition(f"key {kid} is already declared compromised")
@@ -372,7 +372,7 @@ class KeyLifecycle:
         v = self._vault
         now = v.clock()
         with v.db.read() as s:
-            row = v.keys._row(s, kid)
+            row = v.keys.record(s, kid)
             info = to_key_info(row)
             query = (
                 select(
@@ -431,7 +431,7 @@ class KeyLifecycle:
     def check_reissue(self, kid: str) -> KeyInfo:
         v = self._vault
         with v.db.read() as s:
-            row = v.keys._row(s, kid)
+            row = v.keys.record(s, kid)
             if row.purpose != KEY_PURPOSE_LICENCE:
                 raise IllegalTransition(f"key {kid} is a {row.purpose} key: only licence keys sign licences")
             if row.state != KeyState.COMPROMISED:

@@ -238,7 +238,7 @@ class KeyRegistry:
 
     def activate(self, session: Session, kid: str, *, actor: str, now: datetime) -> KeyInfo:
         """A ``pre-activation`` licence key becomes the department's active key; the old one retires."""
-        row = self._row(session, kid, lock=True)
+        row = self.record(session, kid, lock=True)
         if row.state != KeyState.PRE_ACTIVATION:
             raise IllegalTransition(f"key {kid} is {row.state}: only a pre-activation key can be activated")
         if row.purpose != KEY_PURPOSE_LICENCE or row.department_code is None:
@@ -259,7 +259,7 @@ class KeyRegistry:
 
     def retire(self, session: Session, kid: str, *, actor: str, now: datetime, reason: str) -> None:
         """An active key stops signing (a seal revoked, a system key replaced); audited."""
-        row = self._row(session, kid, lock=True)
+        row = self.record(session, kid, lock=True)
         if row.state != KeyState.ACTIVE:
             return
         row.state = KeyState.RETIRED
@@ -267,7 +267,8 @@ class KeyRegistry:
         row.state_reason = reason
         self._audit.append(session, AuditEntry(actor, "key.retire", kid, {"reason": reason}), at=now)
 
-    def _row(self, session: Session, kid: str, *, lock: bool = False) -> KeyRecord:
+    def record(self, session: Session, kid: str, *, lock: bool = False) -> KeyRecord:
+        """The registry row of *kid* (for this package's lifecycle code); ``KeyNotFound`` if absent."""
         row = session.get(KeyRecord, kid, with_for_update=lock) if isinstance(kid, str) else None
         if row is None:
             raise KeyNotFound(
@@ -277,7 +278,7 @@ class KeyRegistry:
 
     def check_usable(self, session: Session, kid: str, now: datetime, count: int = 1) -> KeyRef:
         """The key, if it may make *count* more signatures now; else ``KeyNotUsable`` saying why."""
-        row = self._row(session, kid)
+        row = self.record(session, kid)
         problem = usable_problem(row, now, count)
         if problem is not None:
             raise KeyNotUsable(problem + _remedy(row))
@@ -289,7 +290,7 @@ class KeyRegistry:
             select(KeyRecord.max_signatures, KeyRecord.signature_count).where(KeyRecord.kid == kid)
         ).first()
         if row is not None and row[0] is not None and int(row[1]) > int(row[0]):
-            record = self._row(session, kid)
+            record = self.record(session, kid)
             raise KeyNotUsable(f"key {kid} would pass its budget of {row[0]} signatures{_remedy(record)}")
 
     def count_signatures(self, session: Session, counts: Mapping[str, int]) -> None:
@@ -327,7 +328,7 @@ class KeyRegistry:
         return KeyRef(row.kid, SignatureAlgorithm.parse(row.algorithm))
 
     def get(self, session: Session, kid: str) -> KeyInfo:
-        return to_key_info(self._row(session, kid))
+        return to_key_info(self.record(session, kid))
 
     def list(self, session: Session) -> Sequence[KeyInfo]:
         rows = session.execute(select(KeyRecord).order_by(KeyRecord.created_at, KeyRecord.kid)).scalars()
