@@ -281,7 +281,8 @@ class BodyLimitMiddleware:
             413,
             "input_too_large",
             _too_large_detail(max_bytes),
-            instance=scope.get("path"),
+            # The route template, never the raw path: paths carry identifiers and ID numbers.
+            instance=str(getattr(scope.get("route"), "path", None) or "unmatched"),
             headers={"Connection": "close"},
         )
         await response(scope, receive, send)

@@ -137,6 +137,15 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            # FastAPI's answer when json.loads fails outright (e.g. RecursionError on 10 000 nested
+            # arrays): a body that is not usable JSON, like every other malformed body, is a 422.
+            return problem_response(
+                422,
+                "invalid_input",
+                "the body is not a JSON document this service can read (malformed or nested too deeply)",
+                instance=_instance(request),
+            )
         code = _HTTP_CODES.get(exc.status_code, "error")
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "error")
         return problem_response(

@@ -34,6 +34,7 @@ _DESCRIPTIONS = {
     409: "Conflict: illegal status transition, or an Idempotency-Key reused with another body",
     413: "Request body over the size limit",
     414: "URI too long",
+    415: "The body is not of the media type the route takes (PDF routes: application/pdf)",
     422: "The request failed validation: the detail names the field",
     429: "Rate limit exceeded; see Retry-After",
     503: "The database or the key backend is unavailable",

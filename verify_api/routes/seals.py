@@ -25,6 +25,7 @@ from vault import licence_pdf
 from verify_api.auth import Principal, require_own_department, require_scope
 from verify_api.deps import VaultDep
 from verify_api.metrics import MetricsDep
+from verify_api.problems import Problem
 from verify_api.ratelimit import rate_limited
 from verify_api.routes._docs import problem_responses
 
@@ -81,7 +82,16 @@ class PdfVerdictPublic(BaseModel):
     signatures: list[SignatureVerdictPublic]
 
 
-async def _pdf_body(request: Request) -> bytes:
+async def _pdf_body(request: Request, *, strict_type: bool = False) -> bytes:
+    """The PDF in the body; with *strict_type*, only as ``application/pdf`` (415 otherwise)."""
+    if strict_type:
+        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media_type != PDF_MEDIA_TYPE:
+            raise Problem(
+                415,
+                "unsupported_media_type",
+                f"send the PDF itself with Content-Type: {PDF_MEDIA_TYPE}, not {media_type[:60] or 'none'}",
+            )
     body = await request.body()  # bounded by the body-limit middleware (max_pdf_bytes)
     if not body:
         raise InvalidInput("the request body is empty: send the PDF itself as application/pdf")
@@ -103,7 +113,7 @@ def _pdf_response(pdf: bytes, filename: str) -> Response:
     response_class=Response,
     responses={
         200: {**_PDF_RESPONSE, "description": "the sealed PDF"},
-        **problem_responses(401, 403, 404, 409, 413, 422, 503),
+        **problem_responses(401, 403, 404, 409, 413, 415, 422, 503),
     },
 )
 async def seal_pdf(
@@ -123,7 +133,7 @@ async def seal_pdf(
     seal = await run_in_threadpool(vault.seals.get, seal_id)
     require_own_department(principal, seal.department_code)
     placement = StampPlacement.parse(page, box)
-    pdf = await _pdf_body(request)
+    pdf = await _pdf_body(request, strict_type=True)
     sealed = await run_in_threadpool(
         lambda: vault.seals.seal_document(
             seal_id,
