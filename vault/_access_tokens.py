@@ -79,15 +79,7 @@ def ensure_service_key(
     vault: Vault, *, actor: str = "system", algorithm: SignatureAlgorithm = SignatureAlgorithm.ES256
 ) -> KeyInfo:
     """The active service-token key; generated in the backend (and audited) if there is none."""
-    with vault.db.write() as s:
-        return vault.keys.ensure_system_key(
-            s,
-            KEY_PURPOSE_SERVICE_TOKEN,
-            kid_prefix="service",
-            algorithm=algorithm,
-            actor=actor,
-            now=vault.clock(),
-        )
+    return vault.ensure_system_key(KEY_PURPOSE_SERVICE_TOKEN, actor=actor, algorithm=algorithm)
 
 
 def service_trust_store(vault: Vault) -> TrustStore:

@@ -20,7 +20,7 @@ from vault._audit import KEY_PURPOSE_AUDIT, AuditEntry, AuditLog, AuditReport, c
 from vault._audit_checkpoints import Checkpoint, CheckpointSigner
 from vault._audit_crosscheck import cross_check
 from vault._db import Database
-from vault._keys import CeremonyRecord, KeyRegistry, KeyState
+from vault._keys import CeremonyRecord, KeyRegistry, KeyState, active_key_of, to_key_info
 from vault._models import KeyRecord
 from vault._officers import Officer, OfficerRegistry, Role, require_role
 from vault._types import Clock, KeyInfo
@@ -187,16 +187,22 @@ class KeyAdministration:
             cp = self.checkpoints.checkpoint_now(s, self.clock())
         return cp
 
-    def ensure_audit_key(self, *, actor: str = "system") -> KeyInfo:
+    def ensure_system_key(
+        self, purpose: str, *, actor: str = "system", algorithm: SignatureAlgorithm = SignatureAlgorithm.ES256
+    ) -> KeyInfo:
+        """The active key of a service-wide *purpose*, generated (and audited) if there is none.
+
+        Looked up in a read transaction first: only a missing key takes the write lock.
+        """
+        with self.db.read() as s:
+            row = active_key_of(s, purpose)
+            if row is not None:
+                return to_key_info(row)
         with self.db.write() as s:
-            return self.keys.ensure_system_key(
-                s,
-                KEY_PURPOSE_AUDIT,
-                kid_prefix="audit",
-                algorithm=SignatureAlgorithm.ES256,
-                actor=actor,
-                now=self.clock(),
-            )
+            return self.keys.ensure_system_key(s, purpose, algorithm=algorithm, actor=actor, now=self.clock())
+
+    def ensure_audit_key(self, *, actor: str = "system") -> KeyInfo:
+        return self.ensure_system_key(KEY_PURPOSE_AUDIT, actor=actor)
 
     def verify_audit(self) -> AuditReport:
         """The chain, every checkpoint signature, and the records since the newest checkpoint."""

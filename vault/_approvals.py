@@ -244,14 +244,10 @@ class ApprovalBook:
         require_role(officer, (Role.SECURITY_OFFICER,), "approve dual-control operations")
         v = self._vault
         now = v.clock()
+        ready = False
         with v.db.write() as s:
-            row = self._row(s, request_id, lock=True)
-            expires_at = row.expires_at
-            if self._expire(s, row, now):
-                expired = True
-            else:
-                expired = False
-                self._check_pending(row)
+            row, expires_at = self._open_for_decision(s, request_id, now)
+            if row is not None:
                 voted = s.get(ApprovalVoteRecord, (row.id, officer.name))
                 if voted is not None:
                     raise Conflict(
@@ -291,7 +287,7 @@ class ApprovalBook:
                 if ready:
                     row.state = ApprovalState.APPROVED
                     row.decided_at = now
-        if expired:
+        if row is None:
             raise IllegalTransition(
                 f"request {request_id} expired at {expires_at.isoformat()}; make a new one"
             )
@@ -307,12 +303,8 @@ class ApprovalBook:
         v = self._vault
         now = v.clock()
         with v.db.write() as s:
-            row = self._row(s, request_id, lock=True)
-            if self._expire(s, row, now):
-                expired = True
-            else:
-                expired = False
-                self._check_pending(row)
+            row, _ = self._open_for_decision(s, request_id, now)
+            if row is not None:
                 voted = s.get(ApprovalVoteRecord, (row.id, officer.name))
                 if voted is not None:
                     # The requester (or an approver) changing their mind still kills the request.
@@ -337,7 +329,7 @@ class ApprovalBook:
                     ),
                     at=now,
                 )
-        if expired:
+        if row is None:
             raise IllegalTransition(f"request {request_id} had already expired")
         return self.get(request_id)
 
@@ -402,6 +394,18 @@ class ApprovalBook:
                 at=now,
             )
         return self.get(request_id)
+
+    def _open_for_decision(
+        self, s: Session, request_id: int, now: datetime
+    ) -> tuple[ApprovalRequestRecord | None, datetime]:
+        """The request, locked and pending, and its expiry time; None for the request if it has
+        just expired (the expiry is recorded and audited in this transaction)."""
+        row = self._row(s, request_id, lock=True)
+        expires_at = row.expires_at
+        if self._expire(s, row, now):
+            return None, expires_at
+        self._check_pending(row)
+        return row, expires_at
 
     @staticmethod
     def _check_pending(row: ApprovalRequestRecord) -> None:

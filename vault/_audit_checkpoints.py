@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from hsm import KeyBackend, KeyRef, SignatureAlgorithm
 from signing import CHECKPOINT_TYP, RecordRejected, sign_record, trusted_key_from_jwk, verify_record
 from vault._audit import KEY_PURPOSE_AUDIT, timestamp_text
+from vault._keys import active_key_of
 from vault._models import AuditCheckpointRecord, AuditHeadRecord, KeyRecord
 
 __all__ = ["Checkpoint", "CheckpointCheck", "CheckpointSigner", "active_audit_key"]
@@ -60,13 +61,8 @@ class CheckpointCheck:
 
 
 def active_audit_key(session: Session) -> KeyRef | None:
-    row = session.execute(
-        select(KeyRecord.kid, KeyRecord.algorithm)
-        .where(KeyRecord.purpose == KEY_PURPOSE_AUDIT, KeyRecord.state == "active")
-        .order_by(KeyRecord.activated_at.desc(), KeyRecord.kid)
-        .limit(1)
-    ).first()
-    return None if row is None else KeyRef(row[0], SignatureAlgorithm.parse(row[1]))
+    row = active_key_of(session, KEY_PURPOSE_AUDIT)
+    return None if row is None else KeyRef(row.kid, SignatureAlgorithm.parse(row.algorithm))
 
 
 def _to_checkpoint(row: AuditCheckpointRecord) -> Checkpoint:

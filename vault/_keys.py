@@ -53,8 +53,7 @@ from signing import (
     verify_record,
 )
 from vault._audit import KEY_PURPOSE_AUDIT, AuditEntry, AuditLog
-from vault._audit_checkpoints import active_audit_key
-from vault._models import AuditHeadRecord, DepartmentRecord, KeyCeremonyRecord, KeyRecord
+from vault._models import DepartmentRecord, KeyCeremonyRecord, KeyRecord
 from vault._types import CHINA_TIME, KeyInfo
 
 __all__ = [
@@ -161,15 +160,27 @@ def usable_problem(row: KeyRecord, now: datetime, count: int = 1) -> str | None:
     return None
 
 
+def new_kid(prefix: str, algorithm: SignatureAlgorithm, now: datetime) -> str:
+    """``PREFIX-alg-YYYYMMDD-random``: the label of every key Yinxin generates."""
+    stamp = now.astimezone(CHINA_TIME).strftime("%Y%m%d")
+    return f"{prefix}-{algorithm.value.lower()}-{stamp}-{secrets.token_hex(4)}"
+
+
+def active_key_of(session: Session, purpose: str) -> KeyRecord | None:
+    """The newest active key of a service-wide *purpose* (audit, status-list, service-token, ca)."""
+    return session.execute(
+        select(KeyRecord)
+        .where(KeyRecord.purpose == purpose, KeyRecord.state == KeyState.ACTIVE)
+        .order_by(KeyRecord.activated_at.desc(), KeyRecord.kid)
+        .limit(1)
+    ).scalar_one_or_none()
+
+
 class KeyRegistry:
     def __init__(self, backend: KeyBackend, audit: AuditLog, policy: KeyPolicy | None = None) -> None:
         self._backend = backend
         self._audit = audit
         self.policy = policy or KeyPolicy()
-
-    def new_kid(self, department_code: str, algorithm: SignatureAlgorithm, now: datetime) -> str:
-        stamp = now.astimezone(CHINA_TIME).strftime("%Y%m%d")
-        return f"{department_code}-{algorithm.value.lower()}-{stamp}-{secrets.token_hex(4)}"
 
     def generate(
         self,
@@ -197,7 +208,7 @@ class KeyRegistry:
             max_signatures = self.policy.max_signatures
         if max_signatures is not None and not 1 <= max_signatures <= 10**12:
             raise InvalidInput("--max-signatures must be between 1 and 10^12")
-        kid = self.new_kid(department_code, algorithm, now)
+        kid = new_kid(department_code, algorithm, now)
         ref = self._backend.generate_key(algorithm, kid)
         try:
             retired = [] if pre_activation else self._retire_active(session, department_code, now)
@@ -363,7 +374,6 @@ class KeyRegistry:
         session: Session,
         purpose: str,
         *,
-        kid_prefix: str,
         algorithm: SignatureAlgorithm,
         actor: str,
         now: datetime,
@@ -374,17 +384,12 @@ class KeyRegistry:
         (``SELECT … FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so one creates
         the key and the others find it.
         """
-        session.execute(select(AuditHeadRecord.id).where(AuditHeadRecord.id == 1).with_for_update())
-        row = session.execute(
-            select(KeyRecord)
-            .where(KeyRecord.purpose == purpose, KeyRecord.state == KeyState.ACTIVE)
-            .order_by(KeyRecord.activated_at.desc(), KeyRecord.kid)
-            .limit(1)
-        ).scalar_one_or_none()
+        prefix = _system_prefix(purpose)
+        self._audit.lock_head(session)
+        row = active_key_of(session, purpose)
         if row is not None:
             return to_key_info(row)
-        stamp = now.astimezone(CHINA_TIME).strftime("%Y%m%d")
-        kid = f"{kid_prefix}-{algorithm.value.lower()}-{stamp}-{secrets.token_hex(4)}"
+        kid = new_kid(prefix, algorithm, now)
         info = self._register(
             session, self._backend.generate_key(algorithm, kid), purpose, None, actor, now, []
         )
@@ -395,20 +400,14 @@ class KeyRegistry:
         self, session: Session, purpose: str, *, algorithm: SignatureAlgorithm, actor: str, now: datetime
     ) -> KeyInfo:
         """A new active key for a service-wide *purpose*; the active one retires (verifies only)."""
-        if purpose not in SYSTEM_KEY_PREFIXES:
-            raise InvalidInput(
-                f"purpose {str(purpose)[:40]!r} has no service-wide key: use one of "
-                f"{', '.join(sorted(SYSTEM_KEY_PREFIXES))} (licence keys: --dept USCC)"
-            )
+        prefix = _system_prefix(purpose)
         self._audit.lock_head(session)
         old = list(
             session.execute(
                 select(KeyRecord).where(KeyRecord.purpose == purpose, KeyRecord.state == KeyState.ACTIVE)
             ).scalars()
         )
-        stamp = now.astimezone(CHINA_TIME).strftime("%Y%m%d")
-        kid = f"{SYSTEM_KEY_PREFIXES[purpose]}-{algorithm.value.lower()}-{stamp}-{secrets.token_hex(4)}"
-        ref = self._backend.generate_key(algorithm, kid)
+        ref = self._backend.generate_key(algorithm, new_kid(prefix, algorithm, now))
         for row in old:
             row.state = KeyState.RETIRED
             row.retired_at = now
@@ -426,8 +425,7 @@ class KeyRegistry:
         now: datetime,
     ) -> KeyInfo:
         """A new key of *purpose* (a CA or seal key) that replaces nothing: each has its own certificate."""
-        stamp = now.astimezone(CHINA_TIME).strftime("%Y%m%d")
-        kid = f"{kid_prefix}-{algorithm.value.lower()}-{stamp}-{secrets.token_hex(4)}"
+        kid = new_kid(kid_prefix, algorithm, now)
         return self._register(
             session, self._backend.generate_key(algorithm, kid), purpose, department_code, actor, now, []
         )
@@ -515,20 +513,12 @@ class KeyRegistry:
             **provenance.as_dict(),
         }
         if purpose == KEY_PURPOSE_AUDIT:
-            signer: KeyRef | None = ref  # the first audit key vouches for its own generation
+            signer = ref  # an audit key vouches for its own generation
         else:
-            signer = active_audit_key(session)
-            if signer is None:
-                info = self.ensure_system_key(
-                    session,
-                    KEY_PURPOSE_AUDIT,
-                    kid_prefix="audit",
-                    algorithm=SignatureAlgorithm.ES256,
-                    actor=actor,
-                    now=now,
-                )
-                signer = KeyRef(info.kid, SignatureAlgorithm.parse(info.algorithm))
-        assert signer is not None
+            info = self.ensure_system_key(
+                session, KEY_PURPOSE_AUDIT, algorithm=SignatureAlgorithm.ES256, actor=actor, now=now
+            )
+            signer = KeyRef(info.kid, SignatureAlgorithm.parse(info.algorithm))
         token = sign_record(self._backend, signer, record, typ=CEREMONY_TYP)
         session.add(KeyCeremonyRecord(kid=ref.kid, token=token))
         session.flush()
@@ -552,6 +542,16 @@ class KeyRegistry:
             return CeremonyRecord(kid, record, row.token, signed_by, True, None)
         except RecordRejected as exc:
             return CeremonyRecord(kid, {}, row.token, signed_by, False, str(exc))
+
+
+def _system_prefix(purpose: str) -> str:
+    prefix = SYSTEM_KEY_PREFIXES.get(purpose)
+    if prefix is None:
+        raise InvalidInput(
+            f"purpose {str(purpose)[:40]!r} has no service-wide key: use one of "
+            f"{', '.join(sorted(SYSTEM_KEY_PREFIXES))} (licence keys: --dept USCC)"
+        )
+    return prefix
 
 
 def _remedy(row: KeyRecord) -> str:

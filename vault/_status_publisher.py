@@ -26,8 +26,7 @@ from sqlalchemy.orm import Session
 
 from hsm import KeyRef, SignatureAlgorithm
 from signing import TrustStore, sign_status_list_token
-from vault._keys import KeyState, to_key_info
-from vault._models import AuditEventRecord, AuditHeadRecord, KeyRecord, LicenceRecord
+from vault._models import AuditEventRecord, AuditHeadRecord, LicenceRecord
 from vault._status_lists import STATUS_BITS, check_list_name, status_bytes, status_list_uri
 from vault._types import KeyInfo
 
@@ -53,32 +52,11 @@ STATUS_LIST_VALIDITY: Final = timedelta(days=1)  # exp = iat + 1 day: offline ve
 _SCAN_LIMIT: Final = 50_000
 
 
-def _active_key(session: Session) -> KeyRecord | None:
-    return session.execute(
-        select(KeyRecord)
-        .where(KeyRecord.purpose == KEY_PURPOSE_STATUS_LIST, KeyRecord.state == KeyState.ACTIVE)
-        .order_by(KeyRecord.activated_at.desc(), KeyRecord.kid)
-        .limit(1)
-    ).scalar_one_or_none()
-
-
 def ensure_status_list_key(
     vault: Vault, *, actor: str = "system", algorithm: SignatureAlgorithm = SignatureAlgorithm.ES256
 ) -> KeyInfo:
     """The active status-list key; generated in the backend (and audited) if there is none."""
-    with vault.db.read() as s:
-        row = _active_key(s)
-        if row is not None:
-            return to_key_info(row)
-    with vault.db.write() as s:
-        return vault.keys.ensure_system_key(
-            s,
-            KEY_PURPOSE_STATUS_LIST,
-            kid_prefix="status-list",
-            algorithm=algorithm,
-            actor=actor,
-            now=vault.clock(),
-        )
+    return vault.ensure_system_key(KEY_PURPOSE_STATUS_LIST, actor=actor, algorithm=algorithm)
 
 
 def status_list_trust_store(vault: Vault) -> TrustStore:
