@@ -16,6 +16,8 @@ import pytest
 
 from hsm import KeyRef, SignatureAlgorithm, SoftwareBackend
 from signing import TrustedKey, TrustStore, sign_licence_token
+from tests.conftest import TEST_PASSPHRASE
+from tests.signing._pdf_support import CA, Seal, make_ca, make_seal
 from tests.signing._support import Forge, licence_claims, vectors_dir
 
 
@@ -68,3 +70,24 @@ def wycheproof() -> Path:
             "or set YINXIN_VECTORS_DIR to the folder holding the *_test.json files"
         )
     return found
+
+
+# -- the PDF tests' module fixtures: per test module, one software keystore with an ES256 CA and seal.
+# (test_x509's ``ca`` and test_seal_image's ``seal`` are their own and override these.)
+
+
+@pytest.fixture(scope="module")
+def soft(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftwareBackend]:
+    opened = SoftwareBackend(tmp_path_factory.mktemp("pdf-keystore"), TEST_PASSPHRASE)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(scope="module")
+def ca(soft: SoftwareBackend) -> CA:
+    return make_ca(soft, SignatureAlgorithm.ES256)
+
+
+@pytest.fixture(scope="module")
+def seal(ca: CA) -> Seal:
+    return make_seal(ca, SignatureAlgorithm.ES256)

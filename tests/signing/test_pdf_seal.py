@@ -13,7 +13,6 @@ import dataclasses
 import io
 import os
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -37,7 +36,6 @@ from tests._pdf import (
     simple_pdf,
 )
 from tests._tsa import local_tsa
-from tests.conftest import TEST_PASSPHRASE
 from tests.signing._pdf_support import (
     BOX,
     CA,
@@ -256,23 +254,6 @@ def test_seal_under_a_ps256_ca(backend: KeyBackend, tmp_path: Path) -> None:
 
 
 # -- one software backend for the rest --------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def soft(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftwareBackend]:
-    opened = SoftwareBackend(tmp_path_factory.mktemp("pdf-seal-keystore"), TEST_PASSPHRASE)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture(scope="module")
-def ca(soft: SoftwareBackend) -> CA:
-    return make_ca(soft, ES256)
-
-
-@pytest.fixture(scope="module")
-def seal(ca: CA) -> Seal:
-    return make_seal(ca, ES256)
 
 
 def test_independent_validators_refuse_a_seal_from_a_foreign_ca(

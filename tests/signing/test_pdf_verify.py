@@ -13,7 +13,6 @@ import asyncio
 import io
 import logging
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -46,7 +45,6 @@ from tests._pdf import (
     page_object,
     simple_pdf,
 )
-from tests.conftest import TEST_PASSPHRASE
 from tests.signing._pdf_support import (
     CA,
     ES256,
@@ -64,23 +62,6 @@ from tests.signing._pdf_support import (
 )
 
 # -- fixtures: one CA, one seal, one sealed document ---------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def soft(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftwareBackend]:
-    opened = SoftwareBackend(tmp_path_factory.mktemp("pdf-verify-keystore"), TEST_PASSPHRASE)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture(scope="module")
-def ca(soft: SoftwareBackend) -> CA:
-    return make_ca(soft, ES256)
-
-
-@pytest.fixture(scope="module")
-def seal(ca: CA) -> Seal:
-    return make_seal(ca, ES256)
 
 
 @pytest.fixture(scope="module")
