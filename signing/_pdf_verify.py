@@ -278,8 +278,22 @@ async def _judge(
             fail("modified", "the document was changed after sealing: " + ", ".join(changes))
         elif modification is None or modification.value > ModificationLevel.LTA_UPDATES.value:
             fail("modified", _modification_reason(status.diff_result, modification))
+    elif status.coverage == SignatureCoverageLevel.CONTIGUOUS_BLOCK_FROM_START:
+        # The signed bytes are a prefix of the file, but not a revision a reader reaches: the
+        # incremental saving attack's update without /Prev rewrites the document around them.
+        fail(
+            "partial_coverage",
+            "the signature does not cover its whole revision of the file: "
+            "the document was rewritten around the signed bytes",
+        )
     else:
-        fail("partial_coverage", "the signature does not cover its whole revision of the file")
+        # The gap in /ByteRange is more than the signature value (signature wrapping, Mladenov
+        # et al. 2019), or the range does not start at the file's first byte.
+        fail(
+            "partial_coverage",
+            "the signature does not cover its whole revision of the file: "
+            "its byte range leaves out more than the signature value",
+        )
 
     timestamp = None
     tst = status.timestamp_validity
