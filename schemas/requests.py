@@ -126,6 +126,21 @@ class LicenceCreate(BaseModel):
     valid_from: ISODate
     valid_until: ISODate | None = None
 
+    @field_validator("data")
+    @classmethod
+    def _data_is_text(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # JSON's "\ud800" escape gives Python a lone surrogate, which is not text (RFC 7493 §2.1):
+        # typed fields refuse it, but face data is Any, and jsonschema-rs, orjson and the database
+        # would each fail on it later with an exception of their own.
+        where = _unpaired_surrogate(value)
+        if where is not None:
+            raise PydanticCustomError(
+                "string_unicode",
+                "{where} holds an unpaired UTF-16 surrogate (a \\ud800-\\udfff escape), which is not text",
+                {"where": where.lstrip(".") or "a member name"},
+            )
+        return value
+
     @field_validator("valid_until")
     @classmethod
     def _not_before_valid_from(cls, value: date | None, info: ValidationInfo) -> date | None:
@@ -146,6 +161,32 @@ class DepartmentCreate(BaseModel):
 
     code: USCC
     name: Name
+
+
+def _unpaired_surrogate(value: Any) -> str | None:
+    """The path ("names[0]") to the first key or string holding an unpaired surrogate, or None."""
+
+    def is_text(text: str) -> bool:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+
+    pending: list[tuple[str, Any]] = [("", value)]
+    while pending:  # iterative: nesting depth costs no stack
+        path, item = pending.pop()
+        if isinstance(item, str) and not is_text(item):
+            return path
+        if isinstance(item, dict):
+            for key, member in item.items():
+                if not isinstance(key, str) or not is_text(key):
+                    return path
+                name = f".{key}" if key.isascii() and key.isidentifier() else f"[{key[:40]!r}]"
+                pending.append((path + name, member))
+        elif isinstance(item, list):
+            pending.extend((f"{path}[{index}]", member) for index, member in enumerate(item))
+    return None
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

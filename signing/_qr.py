@@ -76,13 +76,19 @@ def presentation_url(public_url: str, token: str) -> str:
     path prefix, no query or fragment; a trailing ``/`` is dropped.
     """
     base = public_url.rstrip("/")
-    parts = urlsplit(base)
+    try:
+        parts = urlsplit(base)
+    except ValueError:  # an unbalanced '[' or ']' in the host: "Invalid IPv6 URL"
+        parts = urlsplit("")
     if (
-        not base.isascii()
+        # Printable ASCII only: a control character (DEL, NUL) would go into every QR code.
+        not (base.isascii() and base.isprintable())
         or parts.scheme not in ("http", "https")
         or not parts.netloc
-        or parts.query
-        or parts.fragment
+        # Not parts.query/parts.fragment: those are empty for "https://host?" and "https://host#",
+        # whose QR URL would carry the token in a query or fragment the page never receives.
+        or "?" in base
+        or "#" in base
         or any(c.isspace() for c in base)
     ):
         raise InvalidInput(
@@ -113,6 +119,11 @@ def _qr(content: str, box_size: int, image_factory: type | None) -> qrcode.QRCod
         raise InputTooLarge(
             f"{len(data)} bytes do not fit in any QR code at error correction level M"
         ) from exc
+    except ValueError as exc:
+        # qrcode 8.2's Reed-Solomon step fails ("glog(0)") on a block of all-zero data codewords,
+        # i.e. runs of NUL and other control bytes (lincolnloop/python-qrcode#330). Printable text,
+        # such as every presentation URL, never makes one.
+        raise InvalidInput("QR content of control characters cannot be encoded: give a URL") from exc
     return code
 
 
