@@ -152,6 +152,8 @@ def _approval(request: ApprovalRequest) -> ApprovalPublic:
 
 
 _ERRORS = problem_responses(401, 403, 404, 409, 422, 503)
+# Routes that take a body: one over the limit is refused before the route runs.
+_BODY_ERRORS = problem_responses(401, 403, 404, 409, 413, 422, 503)
 
 
 @router.get("/keys", response_model=list[KeyPublic], summary="Key inventory", responses=_ERRORS)
@@ -185,7 +187,7 @@ def affected(
     status_code=201,
     response_model=KeyPublic,
     summary="New active key; the old one retires (verifies only)",
-    responses=_ERRORS,
+    responses=_BODY_ERRORS,
 )
 def rotate(body: RotateIn, principal: KeyManager, vault: VaultDep) -> KeyPublic:
     officer = _officer(vault, principal)
@@ -213,7 +215,7 @@ def rotate(body: RotateIn, principal: KeyManager, vault: VaultDep) -> KeyPublic:
     status_code=201,
     response_model=ApprovalPublic,
     summary="Request a dual-control operation (the requester's approval counts once)",
-    responses=_ERRORS,
+    responses=_BODY_ERRORS,
 )
 async def request_approval(body: ApprovalIn, principal: KeyManager, vault: VaultDep) -> ApprovalPublic:
     officer = _officer(vault, principal)
@@ -248,7 +250,7 @@ def get_approval(
     "/approvals/{request_id}/approve",
     response_model=ApprovalPublic,
     summary="Approve; the M-th distinct officer's approval runs the operation",
-    responses=_ERRORS,
+    responses=_BODY_ERRORS,
 )
 async def approve(
     principal: KeyManager,
@@ -266,7 +268,7 @@ async def approve(
     "/approvals/{request_id}/reject",
     response_model=ApprovalPublic,
     summary="Reject: the request is dead",
-    responses=_ERRORS,
+    responses=_BODY_ERRORS,
 )
 def reject(
     body: RejectIn, principal: KeyManager, vault: VaultDep, request_id: Annotated[int, REQUEST_PATH]

@@ -257,7 +257,7 @@ def _status_route(target: str, verb: str) -> None:
         methods=["POST"],
         response_model=LicencePublic,
         summary=f"{verb.capitalize()} a licence (issuing department only)",
-        responses=problem_responses(401, 403, 404, 409, 422),
+        responses=problem_responses(401, 403, 404, 409, 413, 422),
     )
 
 

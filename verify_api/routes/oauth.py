@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from vault._clients import DEFAULT_TOKEN_LIFETIME, SCOPES, AccessToken, InvalidScope
 from verify_api.auth import REALM, access_token_trust, client_registry
 from verify_api.ratelimit import rate_limited
+from verify_api.routes._docs import problem_responses
 
 __all__ = ["router"]
 
@@ -216,6 +217,8 @@ _FORM_SCHEMA: dict[str, Any] = {
         200: {"model": TokenResponse, "description": "the access token"},
         400: {"model": OAuthErrorResponse, "description": "RFC 6749 §5.2 error (not problem+json)"},
         401: {"model": OAuthErrorResponse, "description": "invalid_client (not problem+json)"},
+        # The body limit is enforced before this route runs, as for every route (problem+json).
+        **problem_responses(413),
         429: {"description": "too many attempts from this address; see Retry-After (problem+json)"},
     },
     # Every attempt costs a scrypt (~50 ms): a per-address budget keeps guessing and floods cheap.

@@ -27,6 +27,7 @@ from schemas.errors import YinxinError
 from vault import CHINA_TIME, LicenceStatus, Verdict, verify_presentation_token
 from verify_api.deps import VaultDep
 from verify_api.ratelimit import rate_limited
+from verify_api.routes._docs import problem_responses
 
 __all__ = ["MAX_PAGE_TOKEN_BYTES", "SECURITY_HEADERS", "render_page", "router"]
 
@@ -202,7 +203,17 @@ def _page(verdict: Verdict, status_code: int = 200) -> HTMLResponse:
     "/v/{token:path}",
     response_class=HTMLResponse,
     summary="Verification page a licence QR code opens",
-    responses={414: {"description": "Path over 2 KiB: not a presentation token"}},
+    responses={
+        # The router's own answer to a path with a line break (Starlette's path pattern stops at
+        # one, and no presentation token holds one): problem+json, not this page.
+        404: {**problem_responses(404)[404], "description": "A path with a line break: no page"},
+        414: {"description": "Path over 2 KiB: not a presentation token"},
+        **problem_responses(429),
+        503: {
+            "description": "The vault could not be consulted: the page says so",
+            "content": {"text/html": {}},
+        },
+    },
     # Public and each request reads the vault: the same per-address budget as POST /v1/verify.
     dependencies=[Depends(rate_limited("verify"))],
 )

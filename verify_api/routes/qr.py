@@ -9,7 +9,7 @@ says which QR version (1-40, ISO/IEC 18004) the content needed at level M.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Response
 
@@ -18,6 +18,7 @@ from signing import QRImage, presentation_url, qr_png, qr_svg
 from vault._presentation import presentation_for, public_url
 from verify_api.auth import Principal, require_scope
 from verify_api.deps import VaultDep
+from verify_api.routes._docs import problem_responses
 
 __all__ = ["router"]
 
@@ -32,11 +33,12 @@ _reader = require_scope("licence:read")
 
 Reader = Annotated[Principal, Depends(_reader)]
 
-_IMAGE_RESPONSES: dict[int | str, dict[str, object]] = {
-    401: {"description": "No or invalid access token"},
-    403: {"description": "The token lacks the licence:read scope"},
-    404: {"description": "No such licence"},
-    409: {"description": "The key that issued the licence is no longer in the key backend"},
+# Errors are problem+json like everywhere else (without 422 listed, FastAPI would document its
+# own application/json validation error, which this app never sends).
+_IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = problem_responses(401, 403, 404, 409, 422)
+_IMAGE_RESPONSES[409] = {
+    **_IMAGE_RESPONSES[409],
+    "description": "The key that issued the licence is no longer in the key backend",
 }
 
 
