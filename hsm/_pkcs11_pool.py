@@ -15,7 +15,11 @@ every session back (waiting for the ones in use: ``C_Finalize`` must not run
 under another thread), re-initialises the module, opens the token, logs in
 again and retries the call once; if that fails too the caller gets
 ``BackendUnavailable``. Several threads failing at once recover once: a
-generation number tells them someone already did.
+generation number tells them someone already did. A login the token refuses
+because of the PIN (incorrect, locked, expired) is not tried again: the calls
+fail at once, naming the reason, until the service restarts with the right
+PIN, instead of every request and probe trying a wrong PIN until the token
+locks it.
 """
 
 from __future__ import annotations
@@ -88,6 +92,8 @@ class SessionPool:
         self._sessions: list[PooledSession] = []  # the current generation's sessions
         self._generation = 0
         self._closed = False
+        # Why the token refused the PIN, once it has: the PIN is not tried again (see _recover).
+        self._pin_refused: str | None = None
 
         self._module: SharedModule = acquire_module(module_path)
         try:
@@ -131,8 +137,14 @@ class SessionPool:
                 f"PKCS#11 module {self._module_path!r} did not list its tokens ({type(exc).__name__})"
             ) from exc
 
-    def _login_failed(self, reason: str) -> BackendError:
-        return BackendError(f"PKCS#11 login to token {self._token_label!r} failed: {reason}")
+    def _login_failed(self, reason: str, *, pin: bool = True) -> BackendError:
+        """A refused login; *pin*: the PIN itself is the problem, and trying it again cannot help."""
+        if pin:
+            self._pin_refused = reason
+        return BackendError(
+            f"PKCS#11 login to token {self._token_label!r} failed: {reason}",
+            cause=f"PKCS#11 login refused: {reason}",
+        )
 
     def _open_sessions(self, token: Token) -> list[Session]:
         """The login session first, then sessions sharing its login."""
@@ -151,9 +163,9 @@ class SessionPool:
         except UserPinNotInitialized as exc:
             raise self._login_failed("the user PIN has not been initialised") from exc
         except AnotherUserAlreadyLoggedIn as exc:
-            raise self._login_failed("the security officer is logged in to the token") from exc
+            raise self._login_failed("the security officer is logged in to the token", pin=False) from exc
         except PKCS11Error as exc:
-            raise self._login_failed(type(exc).__name__) from exc
+            raise self._login_failed(type(exc).__name__, pin=False) from exc
         sessions = [first]
         try:
             for _ in range(self._size - 1):
@@ -252,6 +264,16 @@ class SessionPool:
                 raise BackendUnavailable(f"the PKCS#11 backend for token {self._token_label!r} is closed")
             if self._generation != failed_generation:
                 return  # another thread has recovered already
+            if self._pin_refused is not None:
+                # HSMs lock the user PIN after a few wrong tries (SoftHSM2 does not count them, real
+                # devices do): a PIN refused once is not tried again by every request and probe.
+                # The PIN comes from the settings, so only a restart brings another one.
+                raise BackendUnavailable(
+                    f"PKCS#11 token {self._token_label!r} refused the user PIN ({self._pin_refused}); "
+                    "it is not tried again, so that the token does not lock it: set the token's user "
+                    "PIN in YINXIN_PKCS11_PIN and restart the service",
+                    cause=f"PKCS#11 login refused: {self._pin_refused}",
+                )
             what = type(cause).__name__ if cause is not None else "no usable session"
             _log.warning("PKCS#11 token %r failed (%s); recovering", self._token_label, what)
             self._take_all()
@@ -265,7 +287,8 @@ class SessionPool:
                 self._idle.put(None)
                 _log.error("PKCS#11 token %r did not recover: %s", self._token_label, exc)
                 raise BackendUnavailable(
-                    f"PKCS#11 token {self._token_label!r} is unavailable and did not recover: {exc}"
+                    f"PKCS#11 token {self._token_label!r} is unavailable and did not recover: {exc}",
+                    **exc.details,
                 ) from exc
             _log.info("PKCS#11 token %r recovered: new sessions opened", self._token_label)
 

@@ -108,27 +108,27 @@ class Database:
             yield session
             session.commit()
         except YinxinError:
-            session.rollback()
+            _rollback(session)
             raise
         except IntegrityError as exc:
-            session.rollback()
+            _rollback(session)
             log.warning("database constraint refused a write: %s", exc.orig if exc.orig else exc)
             raise DatabaseConflict(
                 "the database refused the write because it conflicts with existing data; retry the request"
             ) from exc
         except OperationalError as exc:
-            session.rollback()
+            _rollback(session)
             log.error("database operation failed: %s", exc.orig if exc.orig else exc)
             raise DatabaseError(
                 f"the database at {self.url} did not answer or refused the operation; "
                 "check that it is running and reachable"
             ) from exc
         except SQLAlchemyError as exc:
-            session.rollback()
+            _rollback(session)
             log.error("database error: %s", exc)
             raise DatabaseError("the database refused the operation; the details are in the log") from exc
         except BaseException:
-            session.rollback()
+            _rollback(session)
             raise
         finally:
             session.close()
@@ -162,6 +162,20 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _rollback(session: Session) -> None:
+    """Roll back after a failure without hiding it.
+
+    When the connection died with the transaction (the database restarted, the network cut it),
+    ROLLBACK fails too; the server has discarded the transaction already, and the error that
+    matters is the one being handled (a key backend failure, say), not this one.
+    """
+    try:
+        session.rollback()
+    except SQLAlchemyError as exc:
+        cause = getattr(exc, "orig", None) or exc
+        log.warning("rollback failed, the connection is gone (%s)", type(cause).__name__)
 
 
 def _json_text(value: Any) -> str:

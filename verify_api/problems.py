@@ -26,6 +26,9 @@ log = logging.getLogger("yinxin.api")
 
 PROBLEM_JSON = "application/problem+json"
 
+# Retry-After on a 503 (RFC 9110 §10.2.3): the key backend reconnects within this.
+RETRY_AFTER_SECONDS = 5
+
 _TITLES = {
     400: "Bad request",
     401: "Unauthorised",
@@ -108,15 +111,41 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def _unavailable(request: Request, exc: YinxinError) -> JSONResponse:
+    """503: the key backend or the database failed. The message names the database URL or the
+    token and says how to repair it: that is for the operator's log. The client learns what is
+    down, that retrying is safe, and the correlation id that finds the log line."""
+    kind = "hsm" if isinstance(exc, BackendError) else "database"
+    correlation = current_request_id() or uuid.uuid4().hex[:12]
+    log.warning(
+        "%s unavailable on %s %s (correlation id %s): %s",
+        kind,
+        request.method,
+        _instance(request),
+        correlation,
+        exc.message,
+    )
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.backend_error(kind)
+    what = "the key backend (HSM)" if kind == "hsm" else "the database"
+    return problem_response(
+        503,
+        exc.code,
+        f"{what} is unavailable: retry in a few seconds (a licence issuance retried with the same "
+        f"Idempotency-Key is issued at most once); if it persists, quote correlation id {correlation} "
+        "to the operator",
+        instance=_instance(request),
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        correlation_id=correlation,
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(YinxinError)
     async def _yinxin(request: Request, exc: YinxinError) -> JSONResponse:
         if exc.http_status == 503:  # the key backend or the database failed
-            kind = "hsm" if isinstance(exc, BackendError) else "database"
-            log.warning("%s unavailable on %s: %s", kind, _instance(request), exc.code)
-            metrics = getattr(request.app.state, "metrics", None)
-            if metrics is not None:
-                metrics.backend_error(kind)
+            return _unavailable(request, exc)
         return problem_response(exc.http_status, exc.code, exc.message, instance=_instance(request))
 
     @app.exception_handler(Problem)

@@ -3,7 +3,8 @@
 - ``GET /healthz`` — the process answers (liveness: restart it if this fails).
 - ``GET /readyz`` — the database answers ``SELECT 1`` and the key backend answers its ping, each
   within ``READINESS_TIMEOUT_SECONDS`` (readiness: send it traffic only while this is 200). A 503
-  names what failed, never how it is configured (no URL, no host, no PIN).
+  names what failed and, where our error gives one, why (a refused PIN), never how it is
+  configured (no URL, no host, no PIN).
 - ``GET /metrics`` — Prometheus text format 0.0.4 (see :mod:`verify_api.metrics`). It tells
   anyone who can reach it how busy the service is: expose it to the monitoring network only.
 
@@ -55,7 +56,7 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", summary="Readiness: the database and the key backend answer", responses=_NOT_READY)
 async def readyz(request: Request, vault: VaultDep) -> Any:
     probes = _probes(request)
-    results: dict[str, CheckResult] = {}
+    results: dict[str, tuple[CheckResult, str | None]] = {}
 
     async def run(name: str, check: Callable[[], None]) -> None:
         results[name] = await probes.run(name, check)
@@ -63,27 +64,33 @@ async def readyz(request: Request, vault: VaultDep) -> Any:
     async with anyio.create_task_group() as group:
         group.start_soon(run, "database", lambda: _select_one(vault))
         group.start_soon(run, "backend", vault.backend.ping)
-    database, backend = results["database"], results["backend"]
+    (database, database_cause), (backend, backend_cause) = results["database"], results["backend"]
     if database == "ok" and backend == "ok":
         return {"status": "ready", "database": "ok", "backend": "ok"}
     metrics: Metrics | None = getattr(request.app.state, "metrics", None)
     failed = []
     if database != "ok":
-        failed.append(f"the database ({database})")
+        failed.append(_failure("the database", database, database_cause))
         if metrics is not None:
             metrics.backend_error("database")
     if backend != "ok":
-        failed.append(f"the key backend ({backend})")
+        failed.append(_failure("the key backend", backend, backend_cause))
         if metrics is not None:
             metrics.backend_error("key_backend")
     return problem_response(
         503,
         "not_ready",
-        "not ready: " + " and ".join(failed) + " did not answer; the details are in the log",
+        "not ready: " + " and ".join(failed) + "; the details are in the log",
         instance=request.url.path,
         database=database,
         backend=backend,
     )
+
+
+def _failure(what: str, result: CheckResult, cause: str | None) -> str:
+    if result == "timeout":
+        return f"{what} did not answer within {READINESS_TIMEOUT_SECONDS:g} s"
+    return f"{what} is unavailable" + (f" ({cause})" if cause else "")
 
 
 @router.get(
@@ -110,10 +117,11 @@ class _Probes:
         self._running: set[str] = set()
         self._limiter = anyio.CapacityLimiter(4)  # off the shared pool that serves sync routes
 
-    async def run(self, name: str, check: Callable[[], None]) -> CheckResult:
+    async def run(self, name: str, check: Callable[[], None]) -> tuple[CheckResult, str | None]:
+        """The check's result, and the cause of a failure when our error names a safe one."""
         if name in self._running:
             log.warning("readiness: the previous %s check has not returned yet", name)
-            return "timeout"
+            return "timeout", None
 
         def call() -> None:
             # Marked from inside the thread: a call cancelled before its thread started marks nothing.
@@ -128,14 +136,16 @@ class _Probes:
                 await anyio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=self._limiter)
         except TimeoutError:
             log.warning("readiness: the %s check did not answer within %.1f s", name, self.timeout)
-            return "timeout"
+            return "timeout", None
         except YinxinError as exc:  # our messages carry no secrets (DESIGN §5.10)
             log.warning("readiness: the %s check failed: %s", name, exc)
-            return "unavailable"
+            # A cause names what is wrong (a refused PIN, say), never the configuration.
+            cause = exc.details.get("cause")
+            return "unavailable", cause if isinstance(cause, str) else None
         except Exception as exc:  # a foreign message might quote a connection string: the class only
             log.warning("readiness: the %s check failed (%s)", name, type(exc).__name__)
-            return "unavailable"
-        return "ok"
+            return "unavailable", None
+        return "ok", None
 
 
 def _probes(request: Request) -> _Probes:

@@ -1,0 +1,1 @@
+"""Fault tests (issue 6): the database and the key backend fail under a running service."""
