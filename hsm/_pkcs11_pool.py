@@ -49,7 +49,7 @@ from pkcs11.types import Object, Session, Token
 from hsm._backend import SecretPurpose, SignatureAlgorithm
 from hsm._pkcs11_keys import Signer
 from hsm._pkcs11_module import SharedModule, acquire_module, is_device_failure, release_module
-from schemas.errors import BackendError, BackendUnavailable
+from schemas.errors import BackendError, BackendUnavailable, LoginRefused
 
 __all__ = ["PooledSession", "SessionPool", "StaleHandle"]
 
@@ -139,12 +139,12 @@ class SessionPool:
 
     def _login_failed(self, reason: str, *, pin: bool = True) -> BackendError:
         """A refused login; *pin*: the PIN itself is the problem, and trying it again cannot help."""
+        message = f"PKCS#11 login to token {self._token_label!r} failed: {reason}"
+        cause = f"PKCS#11 login refused: {reason}"
         if pin:
             self._pin_refused = reason
-        return BackendError(
-            f"PKCS#11 login to token {self._token_label!r} failed: {reason}",
-            cause=f"PKCS#11 login refused: {reason}",
-        )
+            return LoginRefused(message, cause=cause)
+        return BackendError(message, cause=cause)
 
     def _open_sessions(self, token: Token) -> list[Session]:
         """The login session first, then sessions sharing its login."""

@@ -62,6 +62,7 @@ __all__ = [
     "KeyNotFound",
     "KeyNotUsable",
     "LicenceNotFound",
+    "LoginRefused",
     "NoActiveKey",
     "NoActiveSeal",
     "NotFound",
@@ -222,3 +223,15 @@ class BackendError(YinxinError):
 
 class BackendUnavailable(BackendError):
     code = "backend_unavailable"
+
+
+class LoginRefused(BackendError):
+    """The token refused the PIN itself (incorrect, locked, expired, not set): a configuration fault.
+
+    Restarting cannot fix it, and every retry costs a login attempt towards locking the PIN, so
+    ``yinxin serve`` exits with 78 (``EX_CONFIG``, sysexits.h) for it: a supervisor told not to
+    restart on 78 (systemd ``RestartPreventExitStatus=78``) does not crash-loop into a locked PIN.
+    """
+
+    code = "backend_login_refused"
+    exit_code = 78

@@ -32,6 +32,7 @@ __all__ = ["Database", "DatabaseConflict", "DatabaseError", "normalise_database_
 log = logging.getLogger("yinxin.vault")
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
+_PG_CONNECT_TIMEOUT_SECONDS = 5
 
 
 class DatabaseError(YinxinError):
@@ -79,6 +80,10 @@ class Database:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         elif self.dialect == "postgresql":
             kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=10)
+            if "connect_timeout" not in parsed.query:
+                # libpq waits for ever by default: a database host that has gone silent (no reset,
+                # no refusal) would hold a request thread per attempt. Fail in 5 s with a 503 instead.
+                kwargs["connect_args"] = {"connect_timeout": _PG_CONNECT_TIMEOUT_SECONDS}
         else:
             raise ConfigurationError(f"database {self.dialect!r} is not supported: use SQLite or PostgreSQL")
         self.engine: Engine = create_engine(url, **kwargs)

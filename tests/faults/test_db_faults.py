@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 
 from hsm import DEVELOPMENT_PASSPHRASE, SoftwareBackend
 from schemas import load_licence_types
@@ -39,7 +40,7 @@ from tests.faults._support import (
     populate,
 )
 from tests.verify_api.test_serve_process import Server
-from vault import Database, Vault
+from vault import Database, DatabaseError, Vault
 from vault._models import LicenceRecord
 from verify_api.settings import Settings
 from verify_api.wiring import open_vault
@@ -414,3 +415,20 @@ def test_a_running_yinxin_serve_rides_out_a_postgresql_outage(
     finally:
         checker.close()
         checker.backend.close()
+
+
+def test_a_silent_postgresql_host_fails_in_seconds_not_never() -> None:
+    """A host that accepts the TCP connection and then says nothing (a hung server, a black-holed
+    route behind a NAT) costs libpq's connect_timeout, which the Database sets to 5 s, not for ever."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        db = Database(f"postgresql://yinxin:secret-pw@127.0.0.1:{port}/yinxin")
+        started = time.monotonic()
+        with pytest.raises(DatabaseError) as caught, db.read() as session:
+            session.execute(text("SELECT 1"))
+        elapsed = time.monotonic() - started
+        db.engine.dispose()
+    assert 4.0 <= elapsed < 10.0, elapsed
+    assert "secret-pw" not in str(caught.value)

@@ -30,7 +30,7 @@ from pkcs11.exceptions import AttributeSensitive
 from pkcs11.util.ec import encode_named_curve_parameters
 
 from hsm import BackendConfig, KeyRef, PKCS11Backend, SecretPurpose, SignatureAlgorithm, open_backend
-from schemas.errors import BackendError, BackendUnavailable, ConfigurationError, KeyNotFound
+from schemas.errors import BackendError, BackendUnavailable, ConfigurationError, KeyNotFound, LoginRefused
 
 if TYPE_CHECKING:
     from conftest import SoftHSMToken
@@ -314,6 +314,7 @@ def test_wrong_pin_is_a_backend_error_without_the_pin(
 
     error = caught.value
     assert not isinstance(error, BackendUnavailable)
+    assert isinstance(error, LoginRefused) and error.exit_code == 78  # a configuration fault
     assert str(error) == f"PKCS#11 login to token {softhsm_token.label!r} failed: PIN incorrect"
     for text in (str(error), repr(error), repr(error.details), caplog.text):
         assert wrong_pin not in text

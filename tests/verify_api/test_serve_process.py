@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -22,6 +23,9 @@ import pytest
 from schemas.errors import ConfigurationError, InvalidInput
 from verify_api._serve import cmd_serve
 from verify_api.settings import Settings
+
+if TYPE_CHECKING:
+    from tests.conftest import SoftHSMToken
 
 YINXIN = str(Path(sys.executable).with_name("yinxin"))
 START_TIMEOUT = 30.0
@@ -221,6 +225,43 @@ def test_serve_one_line_errors(initialised: dict[str, str], env: dict[str, str],
         [YINXIN, "serve", "--port", str(free_port())], env=fresh, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2 and "yinxin init" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.softhsm
+def test_serve_with_a_refused_pin_exits_78_and_says_so(
+    env: dict[str, str], softhsm_token: SoftHSMToken, tmp_path: Path
+) -> None:
+    """A PIN the token refuses is a configuration fault: exit 78 (EX_CONFIG), not 3, so that a
+    supervisor told `RestartPreventExitStatus=78` stops instead of spending login attempts."""
+    hsm_env = dict(
+        env,
+        YINXIN_HSM="pkcs11",
+        YINXIN_PKCS11_MODULE=softhsm_token.module,
+        YINXIN_PKCS11_TOKEN_LABEL=softhsm_token.label,
+        YINXIN_PKCS11_PIN=softhsm_token.pin,
+        SOFTHSM2_CONF=str(softhsm_token.conf_path),
+    )
+    done = subprocess.run([YINXIN, "init"], env=hsm_env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    wrong_pin = "wrong-pin-5550123"
+    done = subprocess.run(
+        [YINXIN, "serve", "--port", str(free_port())],
+        env=dict(hsm_env, YINXIN_PKCS11_PIN=wrong_pin),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 78, done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "PIN incorrect" in done.stderr
+    log = (
+        (tmp_path / "home" / "yinxin.log").read_text(encoding="utf-8")
+        if (tmp_path / "home" / "yinxin.log").exists()
+        else ""
+    )
+    for text in (done.stderr, done.stdout, log):
+        assert wrong_pin not in text and softhsm_token.pin not in text
+        assert "Traceback" not in text
 
 
 def _args(**overrides: object) -> argparse.Namespace:
