@@ -652,6 +652,20 @@ def test_every_unscoped_route_is_a_known_public_route() -> None:
     assert {op.id for op in OPERATIONS if op.scope is None} == set(PUBLIC)
 
 
+def test_every_operation_that_reads_the_vault_documents_503() -> None:
+    """The database or the key backend can be down for any route that touches them (tests/faults
+    shows the 503s): a client generated from /openapi.json must be told so. Only liveness and the
+    metrics page answer without either."""
+    spec = create_app(Settings(home=Path("unused"))).openapi()
+    missing = {
+        f"{method.upper()} {path}"
+        for path, operations in spec["paths"].items()
+        for method, operation in operations.items()
+        if "503" not in operation.get("responses", {})
+    }
+    assert missing == {"GET /healthz", "GET /metrics"}
+
+
 PUBLIC_JUNK: Final = [
     ("GET", "/v/eyJhbGciOiJub25lIn0.e30.", 200, "无效 / Invalid"),
     ("GET", "/v/" + "A" * 10_000, 414, "无效 / Invalid"),

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from verify_api.deps import VaultDep
+from verify_api.routes._docs import problem_responses
 
 __all__ = ["router"]
 
@@ -24,6 +25,7 @@ _PUBLISHED = ("licence-signing", "status-list")
     "key deleted, verifies what it signed before), `purpose` and `department` (the issuer's USCC). "
     "Compromised keys are never in `keys`; the top-level `compromised` member lists them with "
     "`compromised_since`: drop them, and trust nothing they signed.",
+    responses=problem_responses(503),
 )
 def jwks(vault: VaultDep, response: Response) -> dict[str, Any]:
     keys = []

@@ -162,7 +162,7 @@ def issue_licence(
     "/licences/{identifier}",
     response_model=LicencePublic,
     summary="Look a licence up (purpose required, recorded)",
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(401, 403, 404, 422, 503),
 )
 def read_licence(
     principal: Reader,
@@ -179,7 +179,7 @@ def read_licence(
     "/holders/{id_type}/{holder_id}/licences",
     response_model=HolderLicences,
     summary="A holder's licences, for 零材料 reuse (purpose required, recorded)",
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(401, 403, 422, 503),
 )
 def holder_licences(
     principal: Reader,
@@ -209,7 +209,7 @@ def _masked(id_type: str, holder_id: str) -> str:
     "/licences/{identifier}/access-log",
     response_model=AccessLogPublic,
     summary="Who looked at this licence and why (issuing department only)",
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(401, 403, 404, 422, 503),
 )
 def access_log(
     principal: Manager,
@@ -257,7 +257,7 @@ def _status_route(target: str, verb: str) -> None:
         methods=["POST"],
         response_model=LicencePublic,
         summary=f"{verb.capitalize()} a licence (issuing department only)",
-        responses=problem_responses(401, 403, 404, 409, 413, 422),
+        responses=problem_responses(401, 403, 404, 409, 413, 422, 503),
     )
 
 

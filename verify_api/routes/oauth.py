@@ -218,7 +218,7 @@ _FORM_SCHEMA: dict[str, Any] = {
         400: {"model": OAuthErrorResponse, "description": "RFC 6749 §5.2 error (not problem+json)"},
         401: {"model": OAuthErrorResponse, "description": "invalid_client (not problem+json)"},
         # The body limit is enforced before this route runs, as for every route (problem+json).
-        **problem_responses(413),
+        **problem_responses(413, 503),
         429: {"description": "too many attempts from this address; see Retry-After (problem+json)"},
     },
     # Every attempt costs a scrypt (~50 ms): a per-address budget keeps guessing and floods cheap.

@@ -35,7 +35,7 @@ Reader = Annotated[Principal, Depends(_reader)]
 
 # Errors are problem+json like everywhere else (without 422 listed, FastAPI would document its
 # own application/json validation error, which this app never sends).
-_IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = problem_responses(401, 403, 404, 409, 422)
+_IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = problem_responses(401, 403, 404, 409, 422, 503)
 _IMAGE_RESPONSES[409] = {
     **_IMAGE_RESPONSES[409],
     "description": "The key that issued the licence is no longer in the key backend",

@@ -153,7 +153,7 @@ async def seal_pdf(
     response_model=PdfVerdictPublic,
     summary="Verify the seals of a PDF (public)",
     openapi_extra={"requestBody": _PDF_BODY},
-    responses=problem_responses(409, 413, 422, 429),
+    responses=problem_responses(409, 413, 422, 429, 503),
     # The same per-address budget as POST /v1/verify: verification is public.
     dependencies=[Depends(rate_limited("verify"))],
 )
@@ -168,7 +168,7 @@ async def verify_pdf(request: Request, vault: VaultDep, metrics: MetricsDep) -> 
     "/ca/root.pem",
     response_class=Response,
     summary="The root CA certificate (PEM): the trust anchor for sealed PDFs",
-    responses={200: {"content": {"application/x-pem-file": {}}}, **problem_responses(409)},
+    responses={200: {"content": {"application/x-pem-file": {}}}, **problem_responses(409, 503)},
 )
 def ca_root(vault: VaultDep) -> Response:
     ca = vault.seals.ca()

@@ -15,6 +15,7 @@ from signing import STATUS_LIST_MEDIA_TYPE
 from vault import StatusListPublisher, Vault
 from verify_api.deps import VaultDep
 from verify_api.problems import PROBLEM_JSON
+from verify_api.routes._docs import problem_responses
 
 __all__ = ["router"]
 
@@ -40,6 +41,7 @@ def _publisher(request: Request, vault: Vault) -> StatusListPublisher:
     responses={
         200: {"content": {STATUS_LIST_MEDIA_TYPE: {"schema": {"type": "string"}}}},
         404: {"description": "No such list", "content": {PROBLEM_JSON: {}}},
+        **problem_responses(503),
     },
 )
 def get_status_list(name: str, request: Request, vault: VaultDep) -> Response:

@@ -39,7 +39,7 @@ class VerifyResponse(BaseModel):
     summary="Verify a licence token (public, rate-limited per client address)",
     description="An invalid token is an answer (200, valid=false, with reasons), not an error. "
     'A body that is not {"token": string} is 422 problem+json.',
-    responses=problem_responses(413, 422, 429),
+    responses=problem_responses(413, 422, 429, 503),
     dependencies=[Depends(rate_limited("verify"))],
 )
 def verify(body: VerifyRequest, vault: VaultDep, request: Request) -> VerifyResponse:
