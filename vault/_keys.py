@@ -211,6 +211,11 @@ class KeyRegistry:
         kid = new_kid(department_code, algorithm, now)
         ref = self._backend.generate_key(algorithm, kid)
         try:
+            # The audit head first, like every key state change: two rotations at once then run one
+            # after the other (the second retires the key the first made, never a second active
+            # one), and an issuance, which re-reads its keys under this lock, never signs with a
+            # key retired before it commits. Taken after the (slow) key generation.
+            self._audit.lock_head(session)
             retired = [] if pre_activation else self._retire_active(session, department_code, now)
         except BaseException:
             self._backend.destroy_key(ref.kid)
@@ -249,6 +254,7 @@ class KeyRegistry:
 
     def activate(self, session: Session, kid: str, *, actor: str, now: datetime) -> KeyInfo:
         """A ``pre-activation`` licence key becomes the department's active key; the old one retires."""
+        self._audit.lock_head(session)  # before any key row: the order of generate()
         row = self.record(session, kid, lock=True)
         if row.state != KeyState.PRE_ACTIVATION:
             raise IllegalTransition(f"key {kid} is {row.state}: only a pre-activation key can be activated")

@@ -8,7 +8,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -329,15 +329,26 @@ class Vault(LicenceReader, KeyAdministration):
             }
             # Lock order: serial counters, then the status list, then the audit head.
             slots = allocate_status_slots(s, len(prepared), now=now) if prepared else []
-            rows, audit = build_rows(
+            sign = functools.partial(
+                build_rows,
                 self.backend,
-                prepared,
-                firsts,
+                first_sequences=firsts,
                 now=now,
                 actor=actor,
                 slots=slots,
                 status_uri=functools.partial(status_list_uri, self.public_url),
             )
+            rows, audit = sign(prepared)
+            if prepared:
+                # A key rotation may have committed since the keys were read: read them again
+                # under the audit head lock, which rotations take first (so the keys stay active
+                # until this commits, and no rotation holds a key row counted below); in the
+                # rare case one changed, sign again.
+                self.audit.lock_head(s)
+                current = self._with_current_keys(s, prepared, now)
+                if any(a.key.kid != b.key.kid for a, b in zip(current, prepared, strict=True)):
+                    prepared = current
+                    rows, audit = sign(prepared)
             store_rows(s, rows)
             if prepared:
                 self._count_signatures(s, prepared, now)
@@ -358,6 +369,18 @@ class Vault(LicenceReader, KeyAdministration):
             else:
                 outcomes[index] = self._replay(items[index], first_outcome.identifier, items[first].digest())
         return [outcomes[i] for i in range(len(items))]
+
+    def _with_current_keys(
+        self, s: Session, prepared: list[PreparedLicence], now: Any
+    ) -> list[PreparedLicence]:
+        current = {
+            issuer: self.keys.active_key(s, issuer, now=now)
+            for issuer in {p.request.issuer for p in prepared}
+        }
+        return [
+            p if p.key.kid == current[p.request.issuer].kid else replace(p, key=current[p.request.issuer])
+            for p in prepared
+        ]
 
     def _count_signatures(self, s: Session, prepared: Sequence[PreparedLicence], now: Any) -> None:
         counts = Counter(p.key.kid for p in prepared)
