@@ -474,11 +474,16 @@ class KeyLifecycle:
                 )
                 if not rows:
                     break
+                # Issuance's lock order (status list, then audit head), and the active key read
+                # under the head lock: a rotation takes the head first, so the key read here
+                # cannot be retired before this batch commits.
+                slots = allocate_status_slots(s, len(rows), now=now)
+                v.audit.lock_head(s)
                 key = v.keys.active_key(s, department, now=now, count=len(rows))
                 if key.kid == kid:  # cannot happen: a compromised key is never active
                     raise IllegalTransition(f"department {department} still signs with {kid}")
                 new_kid = key.kid
-                self._reissue_batch(s, rows, key, kid, actor, now)
+                self._reissue_batch(s, rows, slots, key, kid, actor, now)
                 done += len(rows)
             if progress is not None:
                 progress(done, total)
@@ -492,10 +497,16 @@ class KeyLifecycle:
         return ReissueResult(kid, done, remaining, new_kid)
 
     def _reissue_batch(
-        self, s: Any, rows: Sequence[LicenceRecord], key: KeyRef, old_kid: str, actor: str, now: datetime
+        self,
+        s: Any,
+        rows: Sequence[LicenceRecord],
+        slots: Sequence[tuple[str, int]],
+        key: KeyRef,
+        old_kid: str,
+        actor: str,
+        now: datetime,
     ) -> None:
         v = self._vault
-        slots = allocate_status_slots(s, len(rows), now=now)
         iat = int(now.timestamp())
         names: dict[str, str] = {}
         events: list[AuditEntry] = []
