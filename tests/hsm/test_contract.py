@@ -325,8 +325,8 @@ def test_describe_key_reads_back_where_the_key_lives(
             assert attributes[name] is None, name  # a file has no such flags: no claim either way
         assert attributes["CKA_LOCAL"] is None
         assert "ceremony.key.pem (file mode 0600)" in provenance.protection
-        assert "PBKDF2-HMAC-SHA256" in provenance.protection
-        assert "AES-256-CBC" in provenance.protection
+        assert "AES-256-GCM" in provenance.protection
+        assert "scrypt (N=2^" in provenance.protection
 
     # The record is JSON as it stands, and names no PIN or passphrase (DESIGN §5.10).
     record = json.dumps(provenance.as_dict(), ensure_ascii=False)

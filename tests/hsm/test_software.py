@@ -1,4 +1,8 @@
-"""Software keystore specifics: what is on disk, and what a wrong passphrase does."""
+"""Software keystore specifics: what is on disk, and what a wrong passphrase does.
+
+The key-encryption key, the format-1 (legacy) keystores and tampering are in
+``test_software_kdf.py``.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,13 @@ import logging
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from asn1crypto import pem
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
@@ -48,17 +56,42 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def scrypt_from(record: dict[str, Any], passphrase: bytes) -> bytes:
+    kdf = record["kdf"]
+    assert kdf["name"] == "scrypt"
+    return Scrypt(
+        salt=base64.b64decode(record["salt"]), length=32, n=kdf["n"], r=kdf["r"], p=kdf["p"]
+    ).derive(passphrase)
+
+
+def keystore_kek(keystore: Path, passphrase: bytes) -> bytes:
+    """The key-encryption key, derived independently of the backend from the header."""
+    return scrypt_from(json.loads((keystore / "_keystore.json").read_text()), passphrase)
+
+
 def unwrap_secret(keystore: Path, label: str, passphrase: bytes) -> bytes:
     """Decrypt a secret file independently of the backend (scrypt + AES-GCM)."""
     record = json.loads((keystore / f"{label}.secret.json").read_text())
-    kdf = record["kdf"]
-    wrapping_key = Scrypt(
-        salt=base64.b64decode(record["salt"]), length=32, n=kdf["n"], r=kdf["r"], p=kdf["p"]
-    ).derive(passphrase)
-    aad = f"yinxin-secret:{label}:{record['purpose']}".encode()
+    if "kdf" in record:  # format 1: a scrypt salt of its own
+        wrapping_key, aad = scrypt_from(record, passphrase), f"yinxin-secret:{label}:{record['purpose']}"
+    else:
+        assert record["format"] == 2
+        wrapping_key = keystore_kek(keystore, passphrase)
+        aad = f"yinxin-secret:2:{label}:{record['purpose']}"
     return AESGCM(wrapping_key).decrypt(
-        base64.b64decode(record["nonce"]), base64.b64decode(record["wrapped"]), aad
+        base64.b64decode(record["nonce"]), base64.b64decode(record["wrapped"]), aad.encode()
     )
+
+
+def unseal_private_key(keystore: Path, kid: str, algorithm: str, passphrase: bytes) -> PrivateKeyTypes:
+    """Decrypt a format-2 key file independently of the backend."""
+    label, _, body = pem.unarmor((keystore / f"{kid}.key.pem").read_bytes())
+    assert label == "YINXIN WRAPPED PRIVATE KEY"
+    assert body[0] == 2  # format version
+    der = AESGCM(keystore_kek(keystore, passphrase)).decrypt(
+        body[1:13], body[13:], f"yinxin-key:2:{kid}:{algorithm}".encode()
+    )
+    return serialization.load_der_private_key(der, password=None)
 
 
 def test_files_are_private_to_the_owner(store: SoftwareBackend, keystore: Path) -> None:
@@ -67,7 +100,8 @@ def test_files_are_private_to_the_owner(store: SoftwareBackend, keystore: Path) 
 
     assert mode(keystore) == 0o700
     names = sorted(path.name for path in keystore.iterdir())
-    assert names == ["k.json", "k.key.pem", "k.pub.pem", "s.secret.json"]  # no temporary files left
+    # no temporary files left
+    assert names == ["_keystore.json", "k.json", "k.key.pem", "k.pub.pem", "s.secret.json"]
     for path in keystore.iterdir():
         assert mode(path) == 0o600, path.name
     assert json.loads((keystore / "k.json").read_text())["algorithm"] == key.algorithm.value
@@ -80,35 +114,37 @@ def test_an_existing_directory_is_tightened(tmp_path: Path) -> None:
     assert mode(loose) == 0o700
 
 
-def test_private_key_is_encrypted_pkcs8(store: SoftwareBackend, keystore: Path) -> None:
+def test_private_key_is_sealed_under_the_key_encryption_key(store: SoftwareBackend, keystore: Path) -> None:
     key = store.generate_key(ES256, "k")
     pem = (keystore / "k.key.pem").read_bytes()
 
-    assert pem.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
-    with pytest.raises(TypeError):
-        serialization.load_pem_private_key(pem, password=None)
-    private = serialization.load_pem_private_key(pem, password=PASSPHRASE)
+    assert pem.startswith(b"-----BEGIN YINXIN WRAPPED PRIVATE KEY-----")
+    with pytest.raises(ValueError):
+        serialization.load_pem_private_key(pem, password=PASSPHRASE)  # not PKCS#8 encryption any more
+    # An independent implementation (scrypt + AES-GCM + PKCS#8) gets the same key from the file.
+    private = unseal_private_key(keystore, "k", "ES256", PASSPHRASE)
     assert private.public_key().public_numbers() == store.public_key(key).public_numbers()  # type: ignore[union-attr]
 
 
-def test_wrong_passphrase_is_a_backend_error_without_the_passphrase(
+def test_wrong_passphrase_fails_at_open_without_the_passphrase(
     keystore: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with SoftwareBackend(keystore, PASSPHRASE) as first:
-        key = first.generate_key(ES256, "k")
+        first.generate_key(ES256, "k")
         first.generate_secret("s", SecretPurpose.MAC)
+    before = {path.name: path.read_bytes() for path in keystore.iterdir()}
     caplog.set_level(logging.DEBUG, logger="yinxin.hsm")
 
-    with SoftwareBackend(keystore, WRONG) as wrong:
-        with pytest.raises(BackendError) as signing:
-            wrong.sign(key, b"x")
-        with pytest.raises(BackendError) as mac:
-            wrong.mac("s", b"x")
-        assert wrong.public_key(key) is not None  # public halves need no passphrase
+    with pytest.raises(BackendError) as opening:
+        SoftwareBackend(keystore, WRONG)
 
-    assert str(signing.value) == "software keystore: cannot decrypt key 'k': wrong passphrase?"
-    assert "wrong passphrase?" in str(mac.value)
-    for text in (str(signing.value), str(mac.value), repr(signing.value.details), caplog.text):
+    assert str(opening.value) == (
+        f"software keystore {str(keystore)!r}: the passphrase does not unlock it: "
+        "wrong passphrase? (YINXIN_KEYSTORE_PASSPHRASE)"
+    )
+    assert not isinstance(opening.value, BackendUnavailable)
+    assert {path.name: path.read_bytes() for path in keystore.iterdir()} == before  # nothing written
+    for text in (str(opening.value), repr(opening.value.details), caplog.text):
         assert WRONG.decode() not in text
         assert PASSPHRASE.decode() not in text
 
@@ -120,8 +156,9 @@ def test_secrets_are_wrapped_under_the_passphrase(store: SoftwareBackend, keysto
 
     record = json.loads((keystore / "enc.secret.json").read_text())
     assert record["purpose"] == "encryption"
-    assert record["kdf"]["name"] == "scrypt"
-    assert set(record) >= {"salt", "nonce", "wrapped"}
+    assert record["format"] == 2  # under the keystore's key-encryption key: no scrypt of its own
+    assert set(record) >= {"nonce", "wrapped"}
+    assert "kdf" not in record and "salt" not in record
 
     # An independent implementation gets the same answers from the file.
     enc_key = unwrap_secret(keystore, "enc", PASSPHRASE)
@@ -144,7 +181,7 @@ def test_destroy_overwrites_and_removes_only_the_private_key(store: SoftwareBack
     store.generate_key(ES256, "k")
     store.destroy_key("k")
 
-    assert sorted(path.name for path in keystore.iterdir()) == ["k.json", "k.pub.pem"]
+    assert sorted(path.name for path in keystore.iterdir()) == ["_keystore.json", "k.json", "k.pub.pem"]
     meta = json.loads((keystore / "k.json").read_text())
     assert meta["state"] == "destroyed"
     assert "destroyed_at" in meta
@@ -191,7 +228,9 @@ def test_keys_created_by_one_instance_are_seen_by_another(store: SoftwareBackend
     key = store.generate_key(SignatureAlgorithm.EDDSA, "shared")
     with SoftwareBackend(keystore, PASSPHRASE) as other:
         assert other.list_keys() == [KeyRef("shared", SignatureAlgorithm.EDDSA)]
-        store.public_key(key).verify(other.sign(key, b"m"), b"m")  # type: ignore[union-attr]
+        public = store.public_key(key)
+        assert isinstance(public, ed25519.Ed25519PublicKey)
+        public.verify(other.sign(key, b"m"), b"m")
 
 
 # -- open_backend ------------------------------------------------------------------------------
