@@ -42,20 +42,16 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from asn1crypto import keys as asn1_keys
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from PIL import Image, ImageChops
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
@@ -65,22 +61,18 @@ from pyhanko.sign.timestamps.dummy_client import DummyTimeStamper
 from pyhanko.sign.validation.dss import DocumentSecurityStore, async_add_validation_info
 from pyhanko_certvalidator import ValidationContext
 
-from hsm import SignatureAlgorithm, SoftwareBackend
 from signing._pdf_verify import PdfVerdict
-from signing._x509 import issue_crl, random_serial
-from tests.conftest import TEST_PASSPHRASE
+from signing._x509 import issue_crl
 from tests.security import _pdf_attacks as shadow
 from tests.signing._pdf_support import (
     CA,
     NOW,
-    SEAL_NOT_AFTER,
     SEALED_AT,
     Registry,
     Seal,
-    make_ca,
-    make_seal,
     object_source,
     render_page,
+    timestamp_authority,
     verify,
 )
 from tests.signing.test_pdf_seal import pdfsig_check, pyhanko_validate
@@ -88,47 +80,8 @@ from tests.signing.test_pdf_seal import pdfsig_check, pyhanko_validate
 # -- the world: a CA, a seal, the prepared licence sealed, LTV tools -----------------------------
 
 
-@pytest.fixture(scope="module")
-def soft(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftwareBackend]:
-    opened = SoftwareBackend(tmp_path_factory.mktemp("shadow-keystore"), TEST_PASSPHRASE)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture(scope="module")
-def ca(soft: SoftwareBackend) -> CA:
-    return make_ca(soft, SignatureAlgorithm.ES256)
-
-
-@pytest.fixture(scope="module")
-def seal(ca: CA) -> Seal:
-    return make_seal(ca, SignatureAlgorithm.ES256)
-
-
 def asn1(certificate: x509.Certificate) -> asn1_x509.Certificate:
     return asn1_x509.Certificate.load(certificate.public_bytes(Encoding.DER))
-
-
-def timestamp_authority() -> tuple[DummyTimeStamper, x509.Certificate]:
-    """An RFC 3161 TSA of our own, with its certificate (a validation context's trust root)."""
-    key = rsa.generate_private_key(65537, 2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Yinxin shadow-test TSA")])
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(random_serial())
-        .not_valid_before(SEALED_AT - timedelta(days=1))
-        .not_valid_after(SEAL_NOT_AFTER)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    pkcs8 = key.private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    stamper = DummyTimeStamper(asn1(certificate), asn1_keys.PrivateKeyInfo.load(pkcs8), fixed_dt=NOW)
-    return stamper, certificate
 
 
 @dataclass(frozen=True)
@@ -196,7 +149,7 @@ def world(seal: Seal, ca: CA) -> World:
         revocation_mode="hard-fail",
         moment=NOW,
     )
-    stamper, tsa = timestamp_authority()
+    stamper, tsa = timestamp_authority("Yinxin shadow-test TSA")
     tsa_validation = ValidationContext(trust_roots=[asn1(tsa)], allow_fetching=False, moment=NOW)
     return World(seal.seal(shadow.prepared_licence()), ca, seal_validation, stamper, tsa_validation)
 

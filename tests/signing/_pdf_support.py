@@ -19,11 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asn1crypto import keys as asn1_keys
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from PIL import Image, ImageDraw
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign.timestamps.dummy_client import DummyTimeStamper
 
 from hsm import KeyBackend, KeyRef, SignatureAlgorithm
 from schemas.uscc import make_uscc
@@ -268,3 +274,29 @@ def object_source(pdf: bytes, number: int) -> bytes:
     out = io.BytesIO()
     obj.write_to_stream(out)
     return out.getvalue()
+
+
+def timestamp_authority(common_name: str) -> tuple[DummyTimeStamper, x509.Certificate]:
+    """An RFC 3161 TSA of our own (pyHanko's test TSA signs with RSA only), with its certificate
+    (a validation context's trust root); it stamps at :data:`NOW`."""
+    key = rsa.generate_private_key(65537, 2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(random_serial())
+        .not_valid_before(SEALED_AT - timedelta(days=1))
+        .not_valid_after(SEAL_NOT_AFTER)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    der = certificate.public_bytes(Encoding.DER)
+    stamper = DummyTimeStamper(
+        asn1_x509.Certificate.load(der), asn1_keys.PrivateKeyInfo.load(pkcs8), fixed_dt=NOW
+    )
+    return stamper, certificate

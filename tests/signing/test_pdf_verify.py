@@ -21,10 +21,7 @@ import pytest
 from asn1crypto import keys as asn1_keys
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.reader import PdfFileReader
@@ -58,6 +55,7 @@ from tests.signing._pdf_support import (
     make_seal,
     object_number,
     object_source,
+    timestamp_authority,
     verify,
 )
 
@@ -497,24 +495,7 @@ def with_dss(pdf: bytes, context: ValidationContext) -> bytes:
 
 @pytest.fixture(scope="module")
 def timestamper() -> DummyTimeStamper:
-    """An RFC 3161 TSA of our own (pyHanko's test TSA signs with RSA only)."""
-    key = rsa.generate_private_key(65537, 2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Yinxin test TSA")])
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(random_serial())
-        .not_valid_before(SEALED_AT - timedelta(days=1))
-        .not_valid_after(SEAL_NOT_AFTER)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    pkcs8 = key.private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return DummyTimeStamper(asn1(certificate), asn1_keys.PrivateKeyInfo.load(pkcs8), fixed_dt=NOW)
+    return timestamp_authority("Yinxin test TSA")[0]
 
 
 def with_document_timestamp(pdf: bytes, timestamper: DummyTimeStamper) -> bytes:
