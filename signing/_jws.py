@@ -135,7 +135,7 @@ _ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 # canonical. Accepting the others would give one token several spellings.
 _LAST_OF_2: Final = frozenset(_ALPHABET[0::16])
 _LAST_OF_3: Final = frozenset(_ALPHABET[0::4])
-_PADDING: Final = (b"", b"", b"==", b"=")
+_PADDING: Final = ("", "", "==", "=")
 
 
 def b64url_encode(data: bytes) -> str:
@@ -158,8 +158,10 @@ def b64url_decode(segment: str) -> bytes | None:
         return None
     try:
         # pybase64 (SIMD) decodes a 1.3 KB payload in under 1 µs, against about 4.5 µs for
-        # translate + binascii; validate=True refuses any character outside the alphabet.
-        return pybase64.b64decode(segment.encode("ascii") + _PADDING[rest], altchars=b"-_", validate=True)
+        # translate + binascii; validate=True refuses any character outside the alphabet. It
+        # takes the ASCII str as it is (a non-ASCII one raises ValueError), saving a copy.
+        # Positional arguments (altchars, validate): keyword parsing costs 0.2 µs a call.
+        return pybase64.b64decode(segment + _PADDING[rest], b"-_", True)
     except (binascii.Error, ValueError, UnicodeEncodeError):
         return None
 
@@ -226,29 +228,22 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
-def _canonical_object(data: bytes) -> dict[str, Any] | None:
-    """The object, when *data* is exactly its own compact serialisation; else None.
+def parse_json_object(data: bytes, what: str) -> dict[str, Any]:
+    """Parse *data* as a UTF-8 JSON object with unique names, or raise Rejected.
 
-    orjson accepts only strict RFC 8259 UTF-8 JSON (no NaN, no lone surrogates) but keeps
-    the last of duplicate names. Re-serialising and comparing byte for byte rules that
-    out: a duplicate would be dropped and the bytes would differ. Our signer's compact
-    output takes this path (about 2.5 µs for a licence's claims against 7 µs); anything
-    else takes the strict path below, which gives the precise reason.
+    The fast path: orjson accepts only strict RFC 8259 UTF-8 JSON (no NaN, no lone
+    surrogates) but keeps the last of duplicate names. When *data* is exactly its own compact
+    serialisation, as our signer writes it, re-serialising and comparing byte for byte rules
+    duplicates out (one would be dropped and the bytes would differ): about 2 µs for a
+    licence's claims against 7 µs. Anything else takes the strict path, which gives the
+    precise reason.
     """
     try:
         value = orjson.loads(data)
-        if isinstance(value, dict) and orjson.dumps(value) == data:
+        if type(value) is dict and orjson.dumps(value) == data:
             return value
     except (orjson.JSONDecodeError, orjson.JSONEncodeError, TypeError):
         pass
-    return None
-
-
-def parse_json_object(data: bytes, what: str) -> dict[str, Any]:
-    """Parse *data* as a UTF-8 JSON object with unique names, or raise Rejected."""
-    fast = _canonical_object(data)
-    if fast is not None:
-        return fast
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

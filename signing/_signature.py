@@ -32,7 +32,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from hsm import SignatureAlgorithm
 from schemas.errors import InvalidInput, UnsupportedAlgorithm
@@ -41,6 +40,8 @@ __all__ = ["MIN_RSA_BITS", "check_key_for_algorithm", "signature_checker", "veri
 
 # NIST P-256 group order n (SEC 2 v2 §2.4.2).
 _P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_P256_ORDER_BYTES: Final = _P256_ORDER.to_bytes(32, "big")
+_ZERO_32: Final = bytes(32)
 _ECDSA_SHA256: Final = ec.ECDSA(hashes.SHA256())
 _SHA256: Final = hashes.SHA256()
 _PSS_SHA256_32: Final = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
@@ -48,15 +49,27 @@ _PSS_SHA256_32: Final = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_leng
 MIN_RSA_BITS: Final = 2048
 
 
+def _der_integer(value: bytes) -> bytes:
+    # X.690 §8.3: minimal two's complement, so leading zero octets go and one comes back
+    # when the top bit is set. *value* is 1 <= value < n, so never empty after the strip.
+    value = value.lstrip(b"\0")
+    if value[0] & 0x80:
+        value = b"\0" + value
+    return b"\x02" + bytes((len(value),)) + value
+
+
 def _verify_es256(public_key: ec.EllipticCurvePublicKey, data: bytes, signature: bytes) -> bool:
     if len(signature) != 64:
         return False
-    r = int.from_bytes(signature[:32], "big")
-    s = int.from_bytes(signature[32:], "big")
-    if not (0 < r < _P256_ORDER and 0 < s < _P256_ORDER):
+    r, s = signature[:32], signature[32:]
+    # 1 <= r, s <= n - 1, compared as 32-byte big-endian strings (same order as the
+    # integers); then the DER SEQUENCE of two INTEGERs that OpenSSL takes (at most 70 octets,
+    # so short-form lengths). Both without converting to int: 0.3 µs of a 50 µs verify.
+    if not (_ZERO_32 < r < _P256_ORDER_BYTES and _ZERO_32 < s < _P256_ORDER_BYTES):
         return False
+    body = _der_integer(r) + _der_integer(s)
     try:
-        public_key.verify(encode_dss_signature(r, s), data, _ECDSA_SHA256)
+        public_key.verify(b"\x30" + bytes((len(body),)) + body, data, _ECDSA_SHA256)
     except Exception:  # InvalidSignature, or anything else OpenSSL objects to
         return False
     return True
@@ -72,8 +85,8 @@ def _verify_eddsa(public_key: Ed25519PublicKey, data: bytes, signature: bytes) -
     return True
 
 
-def _verify_ps256(public_key: rsa.RSAPublicKey, data: bytes, signature: bytes) -> bool:
-    if len(signature) != (public_key.key_size + 7) // 8:
+def _verify_ps256(public_key: rsa.RSAPublicKey, size: int, data: bytes, signature: bytes) -> bool:
+    if len(signature) != size:  # the modulus length in octets (RFC 8017 §8.1.2 step 1)
         return False
     try:
         public_key.verify(signature, data, _PSS_SHA256_32, _SHA256)
@@ -139,7 +152,7 @@ def signature_checker(
         assert isinstance(public_key, Ed25519PublicKey)
         return functools.partial(_verify_eddsa, public_key)
     assert isinstance(public_key, rsa.RSAPublicKey)
-    return functools.partial(_verify_ps256, public_key)
+    return functools.partial(_verify_ps256, public_key, (public_key.key_size + 7) // 8)
 
 
 def verify_signature(
