@@ -51,7 +51,8 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -193,6 +194,36 @@ def _pkcs8_encryption(pem: bytes) -> str:
         )
     except (ValueError, TypeError, KeyError):
         return "encrypted PKCS#8 in a scheme this service does not recognise"
+
+
+# sign_many: batches this size and up are split over two threads (below it, handing half
+# to a thread costs more than it saves).
+_PARALLEL_MIN = 16
+_POOL_LOCK = threading.Lock()
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _sign_pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="yinxin-sign")
+        return _POOL
+
+
+def _signature(private: PrivateKeyTypes, data: bytes) -> bytes:
+    if isinstance(private, ec.EllipticCurvePrivateKey):
+        r, s = decode_dss_signature(private.sign(data, _ECDSA))
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")  # RFC 7518 §3.4
+    if isinstance(private, ed25519.Ed25519PrivateKey):
+        return private.sign(data)
+    if isinstance(private, rsa.RSAPrivateKey):
+        return private.sign(data, _PSS, _SHA256)
+    raise BackendError(f"software keystore: a key of type {type(private).__name__} cannot sign")
+
+
+def _signatures(private: PrivateKeyTypes, messages: Sequence[bytes]) -> list[bytes]:
+    return [_signature(private, message) for message in messages]
 
 
 class SoftwareBackend(KeyBackend):
@@ -576,6 +607,20 @@ class SoftwareBackend(KeyBackend):
         _log.info("re-wrapped key %r of the software keystore into format %d", kid, _FORMAT)
 
     def sign(self, key: KeyRef, data: bytes) -> bytes:
+        return _signature(self._signer(key), data)
+
+    def sign_many(self, key: KeyRef, messages: Sequence[bytes]) -> list[bytes]:
+        # The key is checked once; the signatures are made on two threads (OpenSSL runs
+        # without the GIL, so a 2-core machine signs about twice as fast).
+        private = self._signer(key)
+        if len(messages) < _PARALLEL_MIN:
+            return [_signature(private, message) for message in messages]
+        half = len(messages) // 2
+        second = _sign_pool().submit(_signatures, private, messages[half:])
+        first = _signatures(private, messages[:half])
+        return first + second.result()
+
+    def _signer(self, key: KeyRef) -> PrivateKeyTypes:
         kid = key.kid
         entry = self._signers.get(kid)
         if entry is None:
@@ -587,14 +632,7 @@ class SoftwareBackend(KeyBackend):
         algorithm, private = entry
         if algorithm != key.algorithm:
             raise InvalidInput(f"key {kid!r} is bound to {algorithm.value}, not {key.algorithm}")
-        if isinstance(private, ec.EllipticCurvePrivateKey):
-            r, s = decode_dss_signature(private.sign(data, _ECDSA))
-            return r.to_bytes(32, "big") + s.to_bytes(32, "big")  # RFC 7518 §3.4
-        if isinstance(private, ed25519.Ed25519PrivateKey):
-            return private.sign(data)
-        if isinstance(private, rsa.RSAPrivateKey):
-            return private.sign(data, _PSS, _SHA256)
-        raise BackendError(f"software keystore: key {kid!r} is of an unexpected type")
+        return private
 
     def public_key(self, key: KeyRef | str) -> PublicKeyTypes:
         kid = validate_label(key.kid if isinstance(key, KeyRef) else key)

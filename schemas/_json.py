@@ -38,6 +38,11 @@ def _no_constants(name: str) -> NoReturn:
     raise _Reject(f"{name} is not a JSON number")
 
 
+# One decoder for every call: json.loads with hooks builds a new JSONDecoder each time (a
+# tenth of the cost of parsing a bulk line). JSONDecoder keeps no state between calls.
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+
+
 def loads_strict(raw: bytes | str) -> Any:
     """Parse JSON text; raise InvalidInput("not valid JSON: line L column C: msg") on failure."""
     if isinstance(raw, bytes):
@@ -48,7 +53,7 @@ def loads_strict(raw: bytes | str) -> Any:
     else:
         text = raw
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except _Reject as exc:

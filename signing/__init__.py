@@ -79,7 +79,7 @@ from ._status_list import (
     status_at,
     verify_status_list_token,
 )
-from ._token import TokenVerdict, sign_licence_token, verify_token
+from ._token import TokenVerdict, sign_licence_token, sign_licence_tokens, verify_token
 from ._trust import TrustedKey, TrustStore
 from ._x509 import (
     REVOCATION_REASONS,
@@ -162,6 +162,7 @@ __all__ = [
     "sign_access_token",
     "sign_for_x509",
     "sign_licence_token",
+    "sign_licence_tokens",
     "sign_presentation",
     "sign_record",
     "sign_status_list_token",

@@ -52,6 +52,8 @@ __all__ = [
     "b64url_decode",
     "b64url_encode",
     "check_header",
+    "compact_signing_input",
+    "compact_token",
     "encode_header",
     "parse_json_object",
     "same_media_type",
@@ -312,17 +314,33 @@ def sign_compact(
 ) -> str:
     """JWS compact serialisation (RFC 7515 §7.1) of *payload*, signed in the key backend.
 
-    Every token Yinxin makes goes through here: licence tokens, QR presentation tokens,
-    access tokens and status lists. Too-large tokens are refused before the (possibly
-    HSM) signature when the payload alone cannot fit.
+    Every token Yinxin makes goes through here or :func:`compact_signing_input` and
+    :func:`compact_token` (the two halves, for batches): licence tokens, QR presentation
+    tokens, access tokens and status lists. Too-large tokens are refused before the
+    (possibly HSM) signature when the payload alone cannot fit.
     """
+    signing_input = compact_signing_input(key, payload, typ=typ, max_bytes=max_bytes, what=what, hint=hint)
+    signature = backend.sign(key, signing_input.encode("ascii"))
+    return compact_token(key, signing_input, signature, max_bytes=max_bytes, what=what, hint=hint)
+
+
+def compact_signing_input(
+    key: KeyRef, payload: bytes, *, typ: str, max_bytes: int, what: str, hint: str = ""
+) -> str:
+    """``BASE64URL(header) '.' BASE64URL(payload)``; InputTooLarge when no signature could fit."""
     signing_input = encode_header(key.kid, key.algorithm.value, typ) + "." + b64url_encode(payload)
-    suffix = f": {hint}" if hint else ""
     if len(signing_input) + 1 + _MIN_SIGNATURE_CHARS > max_bytes:
         raise InputTooLarge(
-            f"the {what} would be over {max_bytes} bytes ({len(payload)} bytes of payload){suffix}"
+            f"the {what} would be over {max_bytes} bytes ({len(payload)} bytes of payload)"
+            + (f": {hint}" if hint else "")
         )
-    signature = backend.sign(key, signing_input.encode("ascii"))
+    return signing_input
+
+
+def compact_token(
+    key: KeyRef, signing_input: str, signature: bytes, *, max_bytes: int, what: str, hint: str = ""
+) -> str:
+    """The token from its signing input and the backend's signature, checked for form and size."""
     if key.algorithm is not SignatureAlgorithm.PS256 and len(signature) != 64:
         # RFC 7518 §3.4 / RFC 8037 §3.1: 64 bytes; a DER ECDSA signature here would make
         # tokens no JOSE library accepts.
@@ -333,7 +351,8 @@ def sign_compact(
     token = signing_input + "." + b64url_encode(signature)
     if len(token) > max_bytes:
         raise InputTooLarge(
-            f"the {what} would be {len(token)} bytes, over the {max_bytes}-byte limit{suffix}"
+            f"the {what} would be {len(token)} bytes, over the {max_bytes}-byte limit"
+            + (f": {hint}" if hint else "")
         )
     return token
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from hsm import KeyBackend, KeyRef
 from schemas import LicenceCreate, LicenceIdentifier, LicenceType, mask_holder_id
 from schemas.errors import DepartmentNotFound, InvalidInput
-from signing import sign_licence_token
+from signing import sign_licence_tokens
 from vault._audit import AuditEntry, canonical_json
 from vault._models import LicenceRecord, SerialCounterRecord
 from vault._types import CHINA_TIME, licence_window
@@ -171,7 +171,7 @@ def build_rows(
         for group, first in first_sequences.items()
     }
     rows: list[dict[str, Any]] = []
-    audit: list[AuditEntry] = []
+    to_sign: list[tuple[KeyRef, dict[str, Any]]] = []
     iat = int(now.timestamp())
     for position, item in enumerate(items):
         req = item.request
@@ -202,7 +202,7 @@ def build_rows(
             version="001",
             status_slot=(slot_index, uri) if slot_index is not None and uri is not None else None,
         )
-        token = sign_licence_token(backend, item.key, claims)
+        to_sign.append((item.key, claims))
         holder_id = req.holder.id.encode()
         rows.append(
             {
@@ -224,7 +224,7 @@ def build_rows(
                 "valid_until": req.valid_until,
                 "issued_at": now,
                 "kid": item.key.kid,
-                "token": token,
+                "token": None,  # signed below, all in one go
                 "status": "valid",
                 "status_changed_at": None,
                 "idempotency_key": item.idempotency_key,
@@ -233,16 +233,21 @@ def build_rows(
                 "status_index": slot_index,
             }
         )
+    # One backend call per key for the whole batch: the software keystore signs on two threads.
+    tokens = sign_licence_tokens(backend, to_sign)
+    audit: list[AuditEntry] = []
+    for row, token in zip(rows, tokens, strict=True):
+        row["token"] = token
         audit.append(
             AuditEntry(
                 actor,
                 "licence.issue",
-                identifier,
+                row["identifier"],
                 {
-                    "licence_type": req.licence_type,
-                    "issuer": req.issuer,
-                    "holder_id_masked": masked,
-                    "kid": item.key.kid,
+                    "licence_type": row["type_code"],
+                    "issuer": row["issuer_code"],
+                    "holder_id_masked": row["holder_id_masked"],
+                    "kid": row["kid"],
                     "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
                 },
             )

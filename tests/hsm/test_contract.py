@@ -215,6 +215,34 @@ def test_bad_labels_are_invalid_input(backend: KeyBackend, label: str) -> None:
         backend.mac(label, b"x")
 
 
+@pytest.mark.parametrize("count", [0, 1, 15, 16, 101])
+@pytest.mark.parametrize("algorithm", [ES256, EDDSA, PS256])
+def test_sign_many_signs_each_message_in_order(
+    backend: KeyBackend, algorithm: SignatureAlgorithm, count: int
+) -> None:
+    # 16 and up take the software keystore's two-thread path; an odd count splits unevenly.
+    key = backend.generate_key(algorithm)
+    messages = [f"licence {i} 电子证照".encode() * (i % 7 + 1) for i in range(count)]
+    signatures = backend.sign_many(key, messages)
+    assert len(signatures) == count
+    public = backend.public_key(key)
+    for message, signature in zip(messages, signatures, strict=True):
+        assert len(signature) == SIGNATURE_BYTES[algorithm]
+        verify(public, algorithm, signature, message)
+    if count > 1:  # each signature belongs to its own message, not a neighbour's
+        assert not is_valid(public, algorithm, signatures[0], messages[1])
+
+
+def test_sign_many_holds_the_key_to_its_algorithm_and_its_existence(backend: KeyBackend) -> None:
+    key = backend.generate_key(ES256, "batch")
+    with pytest.raises(InvalidInput, match="ES256"):
+        backend.sign_many(KeyRef("batch", EDDSA), [b"x"] * 20)
+    backend.sign_many(key, [b"warm"] * 20)
+    backend.destroy_key("batch")
+    with pytest.raises(KeyNotFound, match="batch"):
+        backend.sign_many(key, [b"x"] * 20)
+
+
 def test_key_is_used_only_with_its_bound_algorithm(backend: KeyBackend) -> None:
     key = backend.generate_key(ES256, "bound")
     with pytest.raises(InvalidInput, match="ES256"):

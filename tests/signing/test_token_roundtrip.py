@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import warnings
 from datetime import timedelta
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -30,6 +31,7 @@ from signing import (
     TrustStore,
     jwks_document,
     sign_licence_token,
+    sign_licence_tokens,
     verify_token,
 )
 from tests.signing._support import ALGORITHMS, NOW, NOW_TS, Forge, compact, licence_claims, unb64
@@ -206,10 +208,45 @@ def test_signer_refuses_claims_the_verifier_would_reject(
         sign_licence_token(forge.backend, forge.key(), claims)
 
 
-@pytest.mark.parametrize("bad", [{"when": {1, 2}}, {"ratio": float("nan")}, {"blob": b"bytes"}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"when": {1, 2}},
+        {"ratio": float("nan")},
+        {"blob": b"bytes"},
+        {"deep": [1.5, {"inner": (2, float("-inf"))}]},
+        {"view": MappingProxyType({"x": float("inf")})},
+    ],
+)
 def test_signer_refuses_claims_that_are_not_json(forge: Forge, bad: dict[str, Any]) -> None:
     with pytest.raises(InvalidInput, match="not JSON"):
         sign_licence_token(forge.backend, forge.key(), licence_claims(**bad))
+
+
+def test_batch_signing_keeps_order_across_keys(backend: KeyBackend) -> None:
+    keys = [backend.generate_key(SignatureAlgorithm.ES256), backend.generate_key(SignatureAlgorithm.EDDSA)]
+    trust = TrustStore([TrustedKey(k.kid, k.algorithm, backend.public_key(k)) for k in keys])
+    batch = [
+        (keys[1 if i % 3 == 0 else 0], licence_claims(sub=f"licence-{i}", jti=f"licence-{i}"))
+        for i in range(41)
+    ]
+
+    tokens = sign_licence_tokens(backend, batch)
+
+    assert len(tokens) == len(batch)
+    for (key, claims), token in zip(batch, tokens, strict=True):
+        verdict = verify_token(token, trust, now=NOW)
+        assert verdict.valid, verdict.reasons
+        assert verdict.kid == key.kid
+        assert dict(verdict.claims or {}) == claims
+    assert sign_licence_tokens(backend, []) == []
+
+
+def test_batch_signing_refuses_the_whole_batch_for_one_bad_claims_set(forge: Forge) -> None:
+    batch = [(forge.key(), licence_claims(sub=f"l-{i}", jti=f"l-{i}")) for i in range(20)]
+    batch[13] = (forge.key(), licence_claims(sub="l-13", jti="other"))
+    with pytest.raises(InvalidInput, match="differ"):
+        sign_licence_tokens(forge.backend, batch)
 
 
 def test_payload_is_compact_utf8_json(forge: Forge) -> None:
