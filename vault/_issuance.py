@@ -203,7 +203,6 @@ def build_rows(
             status_slot=(slot_index, uri) if slot_index is not None and uri is not None else None,
         )
         to_sign.append((item.key, claims))
-        holder_id = req.holder.id.encode()
         rows.append(
             {
                 "identifier": identifier,
@@ -214,10 +213,8 @@ def build_rows(
                 "version": 1,
                 "holder_name": req.holder.name,
                 "holder_id_type": req.holder.id_type,
-                "holder_id_ciphertext": backend.encrypt(
-                    HOLDER_ENCRYPTION_LABEL, holder_id, req.holder.id_type.encode()
-                ),
-                "holder_id_index": holder_index(backend, req.holder.id_type, req.holder.id),
+                "holder_id_ciphertext": None,  # below, after the signatures
+                "holder_id_index": None,
                 "holder_id_masked": masked,
                 "data": req.data,
                 "valid_from": req.valid_from,
@@ -234,9 +231,16 @@ def build_rows(
             }
         )
     # One backend call per key for the whole batch: the software keystore signs on two threads.
+    # Signatures first, then the holder IDs' encryption and keyed hash: a backend failing at any
+    # point after a signature still fails the batch before anything is stored.
     tokens = sign_licence_tokens(backend, to_sign)
     audit: list[AuditEntry] = []
-    for row, token in zip(rows, tokens, strict=True):
+    for item, row, token in zip(items, rows, tokens, strict=True):
+        holder = item.request.holder
+        row["holder_id_ciphertext"] = backend.encrypt(
+            HOLDER_ENCRYPTION_LABEL, holder.id.encode(), holder.id_type.encode()
+        )
+        row["holder_id_index"] = holder_index(backend, holder.id_type, holder.id)
         row["token"] = token
         audit.append(
             AuditEntry(

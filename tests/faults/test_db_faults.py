@@ -247,14 +247,14 @@ def test_a_key_backend_failure_after_the_connection_died_is_503_not_500(
     with open_service(pg.url, keystore, tmp_path / "home") as service:
         assert service.issue(licence_request(0), "first").status_code == 201
         keystore.close()  # the keystore is gone: signing fails
-        real_sign = keystore.sign
+        real_sign_many = keystore.sign_many  # issuance signs its batch in one call
         reset: list[int] = []
 
-        def sign_as_the_connection_dies(*args: Any, **kwargs: Any) -> bytes:
+        def sign_as_the_connection_dies(*args: Any, **kwargs: Any) -> list[bytes]:
             reset.append(pg.proxy.drop_all())  # the issuance's transaction is open on one of them
-            return real_sign(*args, **kwargs)
+            return real_sign_many(*args, **kwargs)
 
-        monkeypatch.setattr(keystore, "sign", sign_as_the_connection_dies)
+        monkeypatch.setattr(keystore, "sign_many", sign_as_the_connection_dies)
         r = service.issue(licence_request(1), "double-fault")
         assert reset and reset[0] >= 1
         problem = assert_problem(r, 503, secrets=_secrets(pg))
