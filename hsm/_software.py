@@ -614,7 +614,7 @@ class SoftwareBackend(KeyBackend):
         # without the GIL, so a 2-core machine signs about twice as fast).
         private = self._signer(key)
         if len(messages) < _PARALLEL_MIN:
-            return [_signature(private, message) for message in messages]
+            return _signatures(private, messages)
         half = len(messages) // 2
         second = _sign_pool().submit(_signatures, private, messages[half:])
         first = _signatures(private, messages[:half])
