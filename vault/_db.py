@@ -20,14 +20,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Select, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.errors import ConfigurationError, YinxinError
 
-__all__ = ["Database", "DatabaseConflict", "DatabaseError", "normalise_database_url"]
+__all__ = ["Database", "DatabaseConflict", "DatabaseError", "PreparedRead", "normalise_database_url"]
 
 log = logging.getLogger("yinxin.vault")
 
@@ -71,6 +71,9 @@ class Database:
                 "use e.g. sqlite:///var/yinxin.db or postgresql://user@host/dbname"
             ) from exc
         self.dialect = parsed.get_backend_name()
+        # SQLite is a library in this process: a short read costs microseconds and never waits on a
+        # network. Hot read paths may run it inline where a network database would need a thread.
+        self.in_process = self.dialect == "sqlite"
         # JSON columns (face data, JWKs) serialised with orjson: compact UTF-8, like json.dumps
         # with ensure_ascii=False, and fast enough for bulk issuance.
         kwargs: dict[str, Any] = {"echo": echo, "json_serializer": _json_text}
@@ -106,6 +109,10 @@ class Database:
         with self._session(self._reader) as session:
             yield session
 
+    def prepare(self, statement: Select[Any]) -> PreparedRead:
+        """*statement* compiled once for this database, to run with :meth:`PreparedRead.first`."""
+        return PreparedRead(self, statement)
+
     @contextmanager
     def _session(self, factory: sessionmaker[Session]) -> Iterator[Session]:
         session = factory()
@@ -115,28 +122,30 @@ class Database:
         except YinxinError:
             _rollback(session)
             raise
-        except IntegrityError as exc:
-            _rollback(session)
-            log.warning("database constraint refused a write: %s", exc.orig if exc.orig else exc)
-            raise DatabaseConflict(
-                "the database refused the write because it conflicts with existing data; retry the request"
-            ) from exc
-        except OperationalError as exc:
-            _rollback(session)
-            log.error("database operation failed: %s", exc.orig if exc.orig else exc)
-            raise DatabaseError(
-                f"the database at {self.url} did not answer or refused the operation; "
-                "check that it is running and reachable"
-            ) from exc
         except SQLAlchemyError as exc:
             _rollback(session)
-            log.error("database error: %s", exc)
-            raise DatabaseError("the database refused the operation; the details are in the log") from exc
+            raise self._translated(exc) from exc
         except BaseException:
             _rollback(session)
             raise
         finally:
             session.close()
+
+    def _translated(self, exc: SQLAlchemyError) -> YinxinError:
+        """Our error for a database failure: what went wrong and what to do, never the URL's secrets."""
+        if isinstance(exc, IntegrityError):
+            log.warning("database constraint refused a write: %s", exc.orig if exc.orig else exc)
+            return DatabaseConflict(
+                "the database refused the write because it conflicts with existing data; retry the request"
+            )
+        if isinstance(exc, OperationalError):
+            log.error("database operation failed: %s", exc.orig if exc.orig else exc)
+            return DatabaseError(
+                f"the database at {self.url} did not answer or refused the operation; "
+                "check that it is running and reachable"
+            )
+        log.error("database error: %s", exc)
+        return DatabaseError("the database refused the operation; the details are in the log")
 
     # ---- migrations -------------------------------------------------------
 
@@ -167,6 +176,65 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class PreparedRead:
+    """A read-only SELECT compiled once for one database and run straight on a pooled DBAPI connection.
+
+    For the one look-up per request of the verification hot path. SQLAlchemy still writes the SQL
+    (in the dialect's parameter style) and its column types still convert the values (JSON, dates,
+    UTC timestamps); what is skipped is Core's per-call machinery (connection events, cache-key
+    generation, result objects), which cost about 45 of the 65 µs of a Core execute on SQLite.
+    A single statement reads one consistent snapshot on both databases: no transaction is begun
+    around it (SQLite runs it in an implicit one; the pool rolls back psycopg's on return).
+    """
+
+    def __init__(self, db: Database, statement: Select[Any]) -> None:
+        dialect = db.engine.dialect
+        compiled = statement.compile(dialect=dialect)
+        self._db = db
+        self._sql = compiled.string
+        self._compiled = compiled
+        self._positions = tuple(compiled.positiontup) if compiled.positiontup else None
+        self._names = tuple(column.key or str(i) for i, column in enumerate(statement.selected_columns))
+        self._processors = tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in statement.selected_columns
+        )
+        self._dbapi_error: Any = dialect.loaded_dbapi.Error  # the driver's own base class (PEP 249)
+
+    def first(self, **params: Any) -> dict[str, Any] | None:
+        """The first row as a dict by column name (labels as given), or None."""
+        values = self._compiled.construct_params(params)
+        bound: Any = tuple(values[name] for name in self._positions) if self._positions else values
+        engine = self._db.engine
+        try:
+            conn = engine.raw_connection()
+        except SQLAlchemyError as exc:
+            raise self._db._translated(exc) from exc
+        try:
+            cursor = conn.cursor()
+            try:
+                cursor.execute(self._sql, bound)
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+        except self._dbapi_error as exc:
+            if engine.dialect.is_disconnect(exc, conn.dbapi_connection, None):
+                conn.invalidate(exc)
+            log.error("database operation failed: %s", exc)
+            raise DatabaseError(
+                f"the database at {self._db.url} did not answer or refused the operation; "
+                "check that it is running and reachable"
+            ) from exc
+        finally:
+            conn.close()
+        if row is None:
+            return None
+        return {
+            name: process(value) if process is not None else value
+            for name, process, value in zip(self._names, self._processors, row, strict=True)
+        }
 
 
 def _rollback(session: Session) -> None:

@@ -8,23 +8,58 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from hsm import KeyBackend
 from schemas import LicenceIdentifier, LicenceTypeRegistry, mask_holder_id, validate_citizen_id, validate_uscc
 from schemas.errors import InvalidInput, LicenceNotFound, YinxinError
 from vault._access import AccessEntry, Accessor, check_purpose, list_access, record_access
-from vault._db import Database
+from vault._db import Database, PreparedRead
 from vault._issuance import HOLDER_ENCRYPTION_LABEL, holder_index
 from vault._models import DepartmentRecord, LicenceRecord, StatusChangeRecord
 from vault._types import Clock, Licence, StatusChange
 
 __all__ = ["LicenceReader"]
 
+_LAST_REASON = (
+    select(StatusChangeRecord.reason)
+    .where(StatusChangeRecord.identifier == LicenceRecord.identifier)
+    .order_by(StatusChangeRecord.id.desc())
+    .limit(1)
+    .correlate(LicenceRecord)
+    .scalar_subquery()
+)
+
+# What verification reads of a licence, its issuer's name and the reason of its last status change,
+# in one statement (compiled once, then served from SQLAlchemy's statement cache).
+_VERIFICATION_LOOKUP = (
+    select(
+        LicenceRecord.identifier,
+        LicenceRecord.version,
+        LicenceRecord.type_code,
+        LicenceRecord.issuer_code,
+        DepartmentRecord.name.label("issuer_name"),
+        LicenceRecord.holder_name,
+        LicenceRecord.holder_id_type,
+        LicenceRecord.holder_id_masked,
+        LicenceRecord.data,
+        LicenceRecord.valid_from,
+        LicenceRecord.valid_until,
+        LicenceRecord.issued_at,
+        LicenceRecord.kid,
+        LicenceRecord.token,
+        LicenceRecord.status,
+        _LAST_REASON.label("last_reason"),
+    )
+    .outerjoin(DepartmentRecord, DepartmentRecord.code == LicenceRecord.issuer_code)
+    .where(LicenceRecord.identifier == bindparam("identifier"))
+)
+
 
 class LicenceReader:
     db: Database
+    _verification_lookup: PreparedRead | None = None
     backend: KeyBackend
     types: LicenceTypeRegistry
     clock: Clock
@@ -121,6 +156,39 @@ class LicenceReader:
                 StatusChange(r.identifier, r.from_status, r.to_status, r.reason, r.actor, r.changed_at)
                 for r in rows
             ]
+
+    def _licence_for_verification(self, identifier: str) -> tuple[Licence | None, str]:
+        """The licence *identifier* as a verifier sees it, and the reason of its last status change
+        ("" when it never changed): one indexed statement, no ORM session (the verification hot path)."""
+        lookup = self._verification_lookup
+        if lookup is None:
+            lookup = self._verification_lookup = self.db.prepare(_VERIFICATION_LOOKUP)
+        row = lookup.first(identifier=identifier)
+        if row is None:
+            return None, ""
+        try:
+            type_name = self.types.get(row["type_code"]).name
+        except YinxinError:
+            type_name = row["type_code"]
+        licence = Licence(
+            identifier=row["identifier"],
+            version=row["version"],
+            type_code=row["type_code"],
+            type_name=type_name,
+            issuer_code=row["issuer_code"],
+            issuer_name=row["issuer_name"] or row["issuer_code"],
+            holder_name=row["holder_name"],
+            holder_id_type=row["holder_id_type"],
+            holder_id_masked=row["holder_id_masked"],
+            data=dict(row["data"]),
+            valid_from=row["valid_from"],
+            valid_until=row["valid_until"],
+            issued_at=row["issued_at"],
+            kid=row["kid"],
+            token=row["token"],
+            status=row["status"],
+        )
+        return licence, row["last_reason"] or ""
 
     def _to_licence(self, s: Session, row: LicenceRecord) -> Licence:
         dept = s.get(DepartmentRecord, row.issuer_code)

@@ -490,21 +490,7 @@ class Vault(LicenceReader, KeyAdministration):
             if compromised is not None:
                 return self.compromised_verdict(compromised, token, now)
             return judge(tv, token, None, "", now)
-        identifier = str((tv.claims or {}).get("jti", ""))
-        last_reason = ""
-        with self.db.read() as s:
-            row = s.get(LicenceRecord, identifier)
-            licence = self._to_licence(s, row) if row is not None else None
-            if licence is not None and licence.status != LicenceStatus.VALID:
-                last_reason = (
-                    s.execute(
-                        select(StatusChangeRecord.reason)
-                        .where(StatusChangeRecord.identifier == identifier)
-                        .order_by(StatusChangeRecord.id.desc())
-                        .limit(1)
-                    ).scalar_one_or_none()
-                    or ""
-                )
+        licence, last_reason = self._licence_for_verification(str((tv.claims or {}).get("jti", "")))
         return judge(tv, token, licence, last_reason, now)
 
     def compromised_verdict(self, key: KeyInfo, presented: str | bytes, now: Any) -> Verdict:

@@ -13,18 +13,20 @@ from verify_api.settings import Settings
 __all__ = ["SettingsDep", "VaultDep", "get_settings", "get_vault", "now"]
 
 
-def get_vault(request: Request) -> Vault:
+async def get_vault(request: Request) -> Vault:
+    # async: an attribute read needs no worker thread (FastAPI runs a plain def dependency in one).
     vault: Vault = request.app.state.vault
     return vault
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def now(request: Request) -> datetime:
-    return get_vault(request).clock()
+async def now(request: Request) -> datetime:
+    vault: Vault = request.app.state.vault
+    return vault.clock()
 
 
 VaultDep = Annotated[Vault, Depends(get_vault)]

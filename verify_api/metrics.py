@@ -180,7 +180,7 @@ def _check_multiprocess(directory: Path) -> None:
         )
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 

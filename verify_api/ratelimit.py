@@ -28,6 +28,7 @@ bucket, the price of a bounded table).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import re
@@ -153,7 +154,12 @@ def rate_limited(name: str) -> Callable[[Request], Awaitable[None]]:
 
 def client_key(request: Request) -> str:
     """The bucket key of the peer: its address, or its /64 network for IPv6."""
-    host = request.client.host if request.client else ""
+    return _host_key(request.client.host if request.client else "")
+
+
+@functools.lru_cache(maxsize=4096)
+def _host_key(host: str) -> str:
+    # Cached: parsing an address costs more than the rest of the limiter, and busy clients repeat.
     try:
         address = ipaddress.ip_address(host)
     except ValueError:

@@ -110,6 +110,9 @@ def test_while_postgresql_is_down_requests_get_503_readiness_fails_and_the_retry
         body = licence_request(1)
         _database_problem(service.issue(body, "during-the-outage"), secrets)
         _database_problem(service.revoke(identifier), secrets)
+        # Verification reads through its own lean path (PreparedRead): the same 503, no 500.
+        token = first.json()["token"]
+        _database_problem(service.api.post("/v1/verify", json={"token": token}), secrets)
         ready = service.api.get("/readyz")
         problem = assert_problem(ready, 503, secrets=secrets)
         assert problem["database"] == "unavailable" and problem["backend"] == "ok"
@@ -119,6 +122,9 @@ def test_while_postgresql_is_down_requests_get_503_readiness_fails_and_the_retry
 
         pg.proxy.accept()
         assert service.api.get("/readyz").status_code == 200
+        # The pool replaced the connections the outage killed: the verification path reads again.
+        verdict = service.api.post("/v1/verify", json={"token": token})
+        assert verdict.status_code == 200 and verdict.json()["valid"] is True, verdict.text
         _issued_once(service, body, "during-the-outage")
         revoked = service.revoke(identifier)
         assert revoked.status_code == 200 and revoked.json()["status"] == "revoked", revoked.text

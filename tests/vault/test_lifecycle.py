@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -92,6 +92,27 @@ def test_verdict_follows_live_status(ready_vault: Vault) -> None:
     ready_vault.revoke(lic.identifier, reason="吊销", actor="t")
     v = ready_vault.verify(lic.token)
     assert (v.valid, v.status, v.codes) == (False, "revoked", ("revoked",))
+
+
+def test_the_verification_lookup_reads_what_the_orm_reads(ready_vault: Vault) -> None:
+    """Verification reads a licence through one prepared statement (no ORM session): every field,
+    converted by the column types (JSON, dates, aware UTC timestamps), equals the ORM's, and the
+    reason it reports is the latest status change's."""
+    lic = ready_vault.issue(example(ready_vault, valid_until="2031-12-31"), actor="t").licence
+    fast, reason = ready_vault._licence_for_verification(lic.identifier)
+    assert (fast, reason) == (ready_vault.get(lic.identifier), "")
+    assert fast is not None and fast.issued_at.utcoffset() == timedelta(0)
+    assert isinstance(fast.valid_until, date) and isinstance(fast.data, dict)
+    for change, why in (
+        (ready_vault.suspend, "第一次核查"),
+        (ready_vault.reinstate, "核查完毕"),
+        (ready_vault.suspend, "第二次核查"),
+    ):
+        change(lic.identifier, reason=why, actor="t")
+    fast, reason = ready_vault._licence_for_verification(lic.identifier)
+    assert (fast, reason) == (ready_vault.get(lic.identifier), "第二次核查")
+    assert fast is not None and fast.status == "suspended"
+    assert ready_vault._licence_for_verification(lic.identifier.replace(".001.", ".002.")) == (None, "")
 
 
 def test_expiry_and_not_yet_valid_follow_the_clock(ready_vault: Vault, clock: object) -> None:

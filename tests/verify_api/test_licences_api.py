@@ -299,6 +299,47 @@ def test_verify_garbage_is_422_never_500(world: World, content: bytes) -> None:
     assert_problem(r, 422, "invalid_input")
 
 
+def test_verify_reads_its_body_like_a_declared_body_parameter(world: World) -> None:
+    """The verify route reads its body itself (the hot path); its answers to bad bodies name the
+    field and the fix as every other route's do, and the body is JSON only by its Content-Type."""
+    issued = issue(world, example(BUSINESS)).json()
+    body = json.dumps({"token": issued["token"]}).encode()
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {"Content-Type": content_type} if content_type else {}
+        problem = assert_problem(
+            world.api.post("/v1/verify", content=body, headers=headers), 422, "invalid_input"
+        )
+        assert "Content-Type: application/json" in problem["detail"], problem
+    for content_type in ("application/json; charset=utf-8", "APPLICATION/JSON", "application/jose+json"):
+        r = world.api.post("/v1/verify", content=body, headers={"Content-Type": content_type})
+        assert r.status_code == 200 and r.json()["valid"] is True, (content_type, r.text)
+    missing = assert_problem(world.api.post("/v1/verify", json={"tok": "x"}), 422, "invalid_input")
+    assert missing["detail"].startswith("token: "), missing
+    assert {e["field"] for e in missing["errors"]} == {"token", "tok"}
+    wrong = assert_problem(world.api.post("/v1/verify", json={"token": 7}), 422, "invalid_input")
+    assert wrong["errors"] == [{"field": "token", "message": "Input should be a valid string"}]
+    malformed = world.api.post(
+        "/v1/verify", content=b'{"token": "x"', headers={"Content-Type": "application/json"}
+    )
+    assert assert_problem(malformed, 422, "invalid_input")["detail"].startswith("body: ")
+    # The answer is the documented VerifyResponse, field for field.
+    verdict = world.api.post("/v1/verify", content=body, headers={"Content-Type": "application/json"})
+    assert verdict.headers["content-type"] == "application/json"
+    assert list(verdict.json()) == ["valid", "status", "reasons", "codes", "kid", "licence", "checked_at"]
+
+
+def test_openapi_documents_the_verify_body_and_answer(world: World) -> None:
+    operation = world.api.get("/openapi.json").json()["paths"]["/v1/verify"]["post"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert operation["requestBody"]["required"] is True
+    assert schema["required"] == ["token"] and schema["additionalProperties"] is False
+    assert schema["properties"]["token"]["type"] == "string"
+    assert {"200", "413", "422", "429", "503"} <= operation["responses"].keys()
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/VerifyResponse"
+    }
+
+
 def test_trust_list_shows_keys_with_state(world: World) -> None:
     old = issue(world, example(BUSINESS)).json()
     world.vault.generate_key(MARKET, SignatureAlgorithm.EDDSA, actor="test")

@@ -20,15 +20,17 @@ from verify_api.routes import (
 
 __all__ = ["ROUTERS"]
 
+# FastAPI matches a request against the routes in this order, one at a time (in 0.165 a miss costs
+# about 8 µs a route): the hot public paths, liveness and token verification, come first.
 ROUTERS: list[APIRouter] = [
     health.router,
+    verify.router,
     api_docs.router,
     oauth.router,
     # Before licences: /v1/licences/{identifier}.pdf must win over /v1/licences/{identifier}.
     seals.router,
     licences.router,
     qr.router,
-    verify.router,
     status_lists.router,
     jwks.router,
     keys.router,
