@@ -75,8 +75,13 @@ class Database:
         # network. Hot read paths may run it inline where a network database would need a thread.
         self.in_process = self.dialect == "sqlite"
         # JSON columns (face data, JWKs) serialised with orjson: compact UTF-8, like json.dumps
-        # with ensure_ascii=False, and fast enough for bulk issuance.
-        kwargs: dict[str, Any] = {"echo": echo, "json_serializer": _json_text}
+        # with ensure_ascii=False, and fast enough for bulk issuance; read back with orjson too
+        # (what orjson wrote it reads: no NaN, integers within 64 bits).
+        kwargs: dict[str, Any] = {
+            "echo": echo,
+            "json_serializer": _json_text,
+            "json_deserializer": orjson.loads,
+        }
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

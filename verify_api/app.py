@@ -6,6 +6,7 @@ so every worker process builds its own app, backend sessions and database pool).
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,6 +26,8 @@ __all__ = ["app_from_environment", "create_app"]
 
 API_VERSION = "0.2.0"
 
+_frozen = False
+
 
 def create_app(settings: Settings, *, vault: Vault | None = None, clock: Clock = system_clock) -> FastAPI:
     """Build the app. Tests pass a ready *vault*; otherwise one is opened at start-up and closed at exit."""
@@ -39,6 +42,7 @@ def create_app(settings: Settings, *, vault: Vault | None = None, clock: Clock =
         backend = open_backend(settings.backend_config())
         opened = Vault(db, backend, load_licence_types(), clock=clock, **settings.vault_options())
         app.state.vault = opened
+        _freeze_startup_objects()
         try:
             yield
         finally:
@@ -63,6 +67,22 @@ def create_app(settings: Settings, *, vault: Vault | None = None, clock: Clock =
     for router in ROUTERS:
         app.include_router(router)
     return app
+
+
+def _freeze_startup_objects() -> None:
+    """Move everything built at start-up (modules, the app, schemas, the pool) out of the collector's reach.
+
+    A worker holds some 200 000 long-lived objects, and each full collection walked all of them:
+    about 50 ms with every request stalled (the load test's p99 showed it). Frozen objects are
+    never collected, nor scanned; requests' own garbage is collected as before. ``gc.freeze`` is
+    meant for exactly this (the standard library's docs: call it once the process is set up).
+    """
+    global _frozen
+    if _frozen:
+        return  # once a process: a test process builds many apps, and frozen garbage is never freed
+    _frozen = True
+    gc.collect()
+    gc.freeze()
 
 
 def app_from_environment() -> FastAPI:
