@@ -83,6 +83,7 @@ class PreparedLicence:
     key: KeyRef
     idempotency_key: str | None
     request_hash: str
+    actor: str = ""  # who asked, when not the batch's actor (a group commit mixes callers)
 
 
 def check_request(request: LicenceCreate, licence_type: LicenceType) -> None:
@@ -244,7 +245,7 @@ def build_rows(
         row["token"] = token
         audit.append(
             AuditEntry(
-                actor,
+                item.actor or actor,
                 "licence.issue",
                 row["identifier"],
                 {

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from hsm import KeyRef
 from schemas.errors import Conflict, InvalidInput, KeyNotFound, LicenceNotFound
 from signing import sign_presentation, verify_presentation
 from vault._keys import KEY_PURPOSE_LICENCE
@@ -49,15 +50,19 @@ def public_url(vault: Vault) -> str:
     return value if isinstance(value, str) and value else DEFAULT_PUBLIC_URL
 
 
-def presentation_for(vault: Vault, identifier: str) -> str:
+def presentation_for(vault: Vault, identifier: str | Licence, *, key: KeyRef | None = None) -> str:
     """A presentation token for the stored licence *identifier*, signed by its department's active key.
+
+    *identifier* may be the :class:`Licence` itself, as just issued or read: it is not read again.
+    *key*, for a licence issued just now: the key that signed it, which its transaction found
+    active and usable as it committed (``IssueResult.key``); otherwise the active key is read.
 
     Raises ``LicenceNotFound`` / ``InvalidIdentifier`` for an unknown or
     malformed identifier, ``Conflict`` for a licence past its validity,
     ``NoActiveKey`` when the issuing department has no active key, and
     :class:`IssuingKeyUnavailable` when that key is missing from the backend.
     """
-    licence = vault.get(identifier)
+    licence = vault.get(identifier) if isinstance(identifier, str) else identifier
     now = vault.clock()
     _, end = licence_window(licence.valid_from, licence.valid_until)
     if end is not None and end <= now:
@@ -67,9 +72,10 @@ def presentation_for(vault: Vault, identifier: str) -> str:
             f"licence {licence.identifier} expired on {licence.valid_until}: an expired licence gets no "
             "QR code"
         )
-    with vault.db.read() as s:
-        # NoActiveKey when there is none; KeyNotUsable past its signing period or budget.
-        key = vault.keys.active_key(s, licence.issuer_code, now=now)
+    if key is None:
+        with vault.db.read() as s:
+            # NoActiveKey when there is none; KeyNotUsable past its signing period or budget.
+            key = vault.keys.active_key(s, licence.issuer_code, now=now)
     try:
         return sign_presentation(vault.backend, key, licence.identifier, iat=now, exp=end)
     except KeyNotFound:

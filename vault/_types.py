@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
+from hsm import KeyRef
+
 __all__ = [
     "CHINA_TIME",
     "BulkOutcome",
@@ -131,6 +133,8 @@ class Licence:
 class IssueResult:
     licence: Licence
     created: bool  # False when an idempotency key returned an earlier result
+    # The key that signed a licence created just now (its department's active key at the commit).
+    key: KeyRef | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,3 +181,5 @@ class BulkOutcome:
     error: str | None = None
     error_code: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    licence: Licence | None = None  # the licence as issued (created outcomes of issue_batch)
+    key: KeyRef | None = None  # and the key that signed it

@@ -38,6 +38,7 @@ from vault._approvals import ApprovalBook
 from vault._audit import AuditEntry, AuditEvent, AuditLog
 from vault._audit_checkpoints import CheckpointSigner
 from vault._db import Database, DatabaseConflict
+from vault._group_commit import GroupCommit
 from vault._issuance import (
     HOLDER_ENCRYPTION_LABEL,
     HOLDER_INDEX_LABEL,
@@ -96,6 +97,7 @@ class BulkItem:
     request: LicenceCreate
     idempotency_key: str | None
     request_hash: str = ""  # computed when empty; bulk import passes the one it keyed on
+    actor: str = ""  # who asks, when not the batch's actor (Vault.issue's group commit)
 
     def digest(self) -> str:
         return self.request_hash or request_hash(self.request)
@@ -145,6 +147,8 @@ class Vault(LicenceReader, KeyAdministration):
         self._trust_lock = threading.Lock()
         # Bumped whenever this process changes key states; other caches (access-token trust) watch it.
         self.trust_generation = 0
+        # Vault.issue: concurrent single issuances share transactions (vault._group_commit).
+        self._group_commit = GroupCommit(functools.partial(self.issue_batch, actor=""))
 
     # ---- setup --------------------------------------------------------------
 
@@ -269,24 +273,35 @@ class Vault(LicenceReader, KeyAdministration):
                 raise missing_issuer(req.issuer)
             issuers[req.issuer] = (dept.name, self.keys.active_key(s, req.issuer, now=self.clock()))
         name, key = issuers[req.issuer]
-        return PreparedLicence(req, licence_type, name, key, item.idempotency_key, item.digest())
+        return PreparedLicence(req, licence_type, name, key, item.idempotency_key, item.digest(), item.actor)
 
     def issue(self, request: LicenceCreate, *, idempotency_key: str | None = None, actor: str) -> IssueResult:
-        """Issue one licence; with an idempotency key a retry returns the first result."""
+        """Issue one licence; with an idempotency key a retry returns the first result.
+
+        Concurrent calls in this process share transactions (group commit, see
+        :mod:`vault._group_commit`): each returns once its licence is committed, with the
+        outcome it would have had alone.
+        """
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
             raise InvalidInput("idempotency key must be 1-200 characters")
+        item = BulkItem(0, request, idempotency_key, actor=actor)
+        outcome = self._group_commit.submit(item)
+        if outcome is None:  # the group met a conflicting commit of another process
+            outcome = self._issue_alone(item)
+        if outcome.error is not None:
+            raise outcome.extra["exception"]
+        assert outcome.identifier is not None
+        licence = outcome.licence if outcome.licence is not None else self.get(outcome.identifier)
+        return IssueResult(licence, outcome.created, outcome.key)
+
+    def _issue_alone(self, item: BulkItem) -> BulkOutcome:
         for attempt in (1, 2):
             try:
-                outcome = self.issue_batch([BulkItem(0, request, idempotency_key)], actor=actor)[0]
+                return self.issue_batch([item], actor=item.actor)[0]
             except DatabaseConflict:
                 # A concurrent request with the same idempotency key won the race: read its result.
-                if attempt == 2 or idempotency_key is None:
+                if attempt == 2 or item.idempotency_key is None:
                     raise
-                continue
-            if outcome.error is not None:
-                raise outcome.extra["exception"]
-            assert outcome.identifier is not None
-            return IssueResult(self.get(outcome.identifier), outcome.created)
         raise AssertionError("unreachable")
 
     def issue_batch(self, items: Sequence[BulkItem], *, actor: str) -> list[BulkOutcome]:
@@ -355,7 +370,15 @@ class Vault(LicenceReader, KeyAdministration):
             self.audit.append_many(s, audit, at=now)
         for index, item in enumerate(items):
             if index in prepared_index:
-                outcomes[index] = BulkOutcome(item.line, rows[prepared_index[index]]["identifier"], True)
+                position = prepared_index[index]
+                row = rows[position]
+                outcomes[index] = BulkOutcome(
+                    item.line,
+                    row["identifier"],
+                    True,
+                    licence=_issued_licence(prepared[position], row),
+                    key=prepared[position].key,
+                )
         for index, first in duplicates.items():
             # The same key twice in one batch: a replay of the first (or a conflict).
             first_outcome = outcomes[first]
@@ -548,6 +571,28 @@ def unverified_member(token: str | bytes, part: int, name: str) -> str | None:
     except (orjson.JSONDecodeError, AttributeError):
         return None
     return value if isinstance(value, str) and len(value) <= 128 else None
+
+
+def _issued_licence(item: PreparedLicence, row: dict[str, Any]) -> Licence:
+    """The licence just stored from *row*, as a read would return it (no read)."""
+    return Licence(
+        identifier=row["identifier"],
+        version=row["version"],
+        type_code=row["type_code"],
+        type_name=item.licence_type.name,
+        issuer_code=row["issuer_code"],
+        issuer_name=item.issuer_name,
+        holder_name=row["holder_name"],
+        holder_id_type=row["holder_id_type"],
+        holder_id_masked=row["holder_id_masked"],
+        data=dict(row["data"]),
+        valid_from=row["valid_from"],
+        valid_until=row["valid_until"],
+        issued_at=row["issued_at"],
+        kid=row["kid"],
+        token=row["token"],
+        status=row["status"],
+    )
 
 
 def _department_code(code: str) -> str:

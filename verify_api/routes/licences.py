@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from hsm import KeyRef
 from schemas import LicenceCreate
 from schemas.errors import YinxinError
 from signing import presentation_url
@@ -99,9 +100,9 @@ class HolderLicences(BaseModel):
     licences: list[LicencePublic]
 
 
-def _page_link(vault: Vault, lic: Licence) -> str | None:
+def _page_link(vault: Vault, lic: Licence, key: KeyRef | None = None) -> str | None:
     try:
-        return presentation_url(vault.public_url, presentation_for(vault, lic.identifier))
+        return presentation_url(vault.public_url, presentation_for(vault, lic, key=key))
     except YinxinError:
         return None  # expired, or the department has no active key: no new QR code
 
@@ -155,7 +156,7 @@ def issue_licence(
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/licences/{result.licence.identifier}"
     lic = result.licence
-    return _public(lic, lic.effective_status(vault.clock()), _page_link(vault, lic))
+    return _public(lic, lic.effective_status(vault.clock()), _page_link(vault, lic, result.key))
 
 
 @router.get(
