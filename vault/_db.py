@@ -144,13 +144,16 @@ class Database:
                 "the database refused the write because it conflicts with existing data; retry the request"
             )
         if isinstance(exc, OperationalError):
-            log.error("database operation failed: %s", exc.orig if exc.orig else exc)
-            return DatabaseError(
-                f"the database at {self.url} did not answer or refused the operation; "
-                "check that it is running and reachable"
-            )
+            return self._unreachable(exc.orig if exc.orig else exc)
         log.error("database error: %s", exc)
         return DatabaseError("the database refused the operation; the details are in the log")
+
+    def _unreachable(self, cause: BaseException) -> DatabaseError:
+        log.error("database operation failed: %s", cause)
+        return DatabaseError(
+            f"the database at {self.url} did not answer or refused the operation; "
+            "check that it is running and reachable"
+        )
 
     # ---- migrations -------------------------------------------------------
 
@@ -227,11 +230,7 @@ class PreparedRead:
         except self._dbapi_error as exc:
             if engine.dialect.is_disconnect(exc, conn.dbapi_connection, None):
                 conn.invalidate(exc)
-            log.error("database operation failed: %s", exc)
-            raise DatabaseError(
-                f"the database at {self._db.url} did not answer or refused the operation; "
-                "check that it is running and reachable"
-            ) from exc
+            raise self._db._unreachable(exc) from exc
         finally:
             conn.close()
         if row is None:

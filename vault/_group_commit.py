@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vault._db import DatabaseConflict
@@ -54,7 +54,7 @@ class _Ticket:
     done: bool = False
     outcome: BulkOutcome | None = None
     error: BaseException | None = None
-    alone: bool = field(default=False)  # the group hit a conflict: issue this one by itself
+    alone: bool = False  # the group hit a conflict: issue this one by itself
 
 
 class GroupCommit:

@@ -32,7 +32,7 @@ _LAST_REASON = (
 )
 
 # What verification reads of a licence, its issuer's name and the reason of its last status change,
-# in one statement (compiled once, then served from SQLAlchemy's statement cache).
+# in one statement (compiled once per database by Database.prepare).
 _VERIFICATION_LOOKUP = (
     select(
         LicenceRecord.identifier,
@@ -166,36 +166,23 @@ class LicenceReader:
         row = lookup.first(identifier=identifier)
         if row is None:
             return None, ""
-        try:
-            type_name = self.types.get(row["type_code"]).name
-        except YinxinError:
-            type_name = row["type_code"]
-        licence = Licence(
-            identifier=row["identifier"],
-            version=row["version"],
-            type_code=row["type_code"],
-            type_name=type_name,
-            issuer_code=row["issuer_code"],
+        licence = Licence.from_row(
+            row,
+            type_name=self._type_name(row["type_code"]),
             issuer_name=row["issuer_name"] or row["issuer_code"],
-            holder_name=row["holder_name"],
-            holder_id_type=row["holder_id_type"],
-            holder_id_masked=row["holder_id_masked"],
-            data=dict(row["data"]),
-            valid_from=row["valid_from"],
-            valid_until=row["valid_until"],
-            issued_at=row["issued_at"],
-            kid=row["kid"],
-            token=row["token"],
-            status=row["status"],
         )
         return licence, row["last_reason"] or ""
 
+    def _type_name(self, code: str) -> str:
+        """The licence type's name, or its code for a type no longer in the registry."""
+        try:
+            return self.types.get(code).name
+        except YinxinError:
+            return code
+
     def _to_licence(self, s: Session, row: LicenceRecord) -> Licence:
         dept = s.get(DepartmentRecord, row.issuer_code)
-        try:
-            type_name = self.types.get(row.type_code).name
-        except YinxinError:
-            type_name = row.type_code
+        type_name = self._type_name(row.type_code)
         return Licence(
             identifier=row.identifier,
             version=row.version,

@@ -100,6 +100,28 @@ class Licence:
     token: str
     status: str  # stored state: valid | suspended | revoked
 
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], *, type_name: str, issuer_name: str) -> Licence:
+        """The licence from a ``licences`` row as a mapping by column name (no ORM object)."""
+        return cls(
+            identifier=row["identifier"],
+            version=row["version"],
+            type_code=row["type_code"],
+            type_name=type_name,
+            issuer_code=row["issuer_code"],
+            issuer_name=issuer_name,
+            holder_name=row["holder_name"],
+            holder_id_type=row["holder_id_type"],
+            holder_id_masked=row["holder_id_masked"],
+            data=dict(row["data"]),
+            valid_from=row["valid_from"],
+            valid_until=row["valid_until"],
+            issued_at=row["issued_at"],
+            kid=row["kid"],
+            token=row["token"],
+            status=row["status"],
+        )
+
     def effective_status(self, now: datetime) -> str:
         """Revocation and suspension win over the validity window."""
         if self.status != LicenceStatus.VALID:

@@ -376,7 +376,11 @@ class Vault(LicenceReader, KeyAdministration):
                     item.line,
                     row["identifier"],
                     True,
-                    licence=_issued_licence(prepared[position], row),
+                    licence=Licence.from_row(
+                        row,
+                        type_name=prepared[position].licence_type.name,
+                        issuer_name=prepared[position].issuer_name,
+                    ),
                     key=prepared[position].key,
                 )
         for index, first in duplicates.items():
@@ -571,28 +575,6 @@ def unverified_member(token: str | bytes, part: int, name: str) -> str | None:
     except (orjson.JSONDecodeError, AttributeError):
         return None
     return value if isinstance(value, str) and len(value) <= 128 else None
-
-
-def _issued_licence(item: PreparedLicence, row: dict[str, Any]) -> Licence:
-    """The licence just stored from *row*, as a read would return it (no read)."""
-    return Licence(
-        identifier=row["identifier"],
-        version=row["version"],
-        type_code=row["type_code"],
-        type_name=item.licence_type.name,
-        issuer_code=row["issuer_code"],
-        issuer_name=item.issuer_name,
-        holder_name=row["holder_name"],
-        holder_id_type=row["holder_id_type"],
-        holder_id_masked=row["holder_id_masked"],
-        data=dict(row["data"]),
-        valid_from=row["valid_from"],
-        valid_until=row["valid_until"],
-        issued_at=row["issued_at"],
-        kid=row["kid"],
-        token=row["token"],
-        status=row["status"],
-    )
 
 
 def _department_code(code: str) -> str:

@@ -25,8 +25,7 @@ async def get_settings(request: Request) -> Settings:
 
 
 async def now(request: Request) -> datetime:
-    vault: Vault = request.app.state.vault
-    return vault.clock()
+    return (await get_vault(request)).clock()
 
 
 VaultDep = Annotated[Vault, Depends(get_vault)]

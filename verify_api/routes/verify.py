@@ -54,7 +54,7 @@ _rate_limit = rate_limited("verify")
     },
 )
 async def verify(request: Request) -> Response:
-    """The hot path of the service, kept to what a verification needs (see docs/benchmarks.md).
+    """The hot path of the service, kept to what a verification needs (profile: benchmarks/README.md).
 
     The body is read and validated here rather than declared as a parameter, and the answer is
     encoded once: FastAPI's generic parameter solving and response validation cost more than the
