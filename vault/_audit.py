@@ -21,9 +21,10 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 import orjson
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session
 
+from vault._db import insert_rows
 from vault._models import AuditEventRecord, AuditHeadRecord
 
 __all__ = [
@@ -155,7 +156,7 @@ class AuditLog:
                 AuditEvent(seq, stamp, entry.actor, entry.action, entry.subject, entry.details, prev, digest)
             )
             prev = digest
-        session.execute(insert(cast(Table, AuditEventRecord.__table__)), rows)
+        insert_rows(session, cast(Table, AuditEventRecord.__table__), rows)
         session.execute(update(AuditHeadRecord).where(AuditHeadRecord.id == 1).values(seq=seq, hash=prev))
         writer = self.checkpoints
         if (

@@ -10,7 +10,9 @@ the serial counter and the audit head.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import operator
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,14 +22,21 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, Select, create_engine, event
+from sqlalchemy import Engine, Select, Table, create_engine, event, insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.errors import ConfigurationError, YinxinError
 
-__all__ = ["Database", "DatabaseConflict", "DatabaseError", "PreparedRead", "normalise_database_url"]
+__all__ = [
+    "Database",
+    "DatabaseConflict",
+    "DatabaseError",
+    "PreparedRead",
+    "insert_rows",
+    "normalise_database_url",
+]
 
 log = logging.getLogger("yinxin.vault")
 
@@ -239,6 +248,70 @@ class PreparedRead:
             name: process(value) if process is not None else value
             for name, process, value in zip(self._names, self._processors, row, strict=True)
         }
+
+
+def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert *rows* (dicts with the same keys) into *table* in the session's transaction.
+
+    On SQLite the INSERT is compiled once per table and column set, each row becomes a tuple with
+    the column types' own bind conversions (JSON, dates, UTC timestamps), and the driver's
+    ``executemany`` gets them all: Core's per-row parameter processing cost more than SQLite's
+    insert itself in bulk issuance (about 20 of 115 µs a licence). Driver errors still come
+    back as SQLAlchemy's (a duplicate key is an ``IntegrityError``). Other databases take
+    Core's insert, whose "insertmanyvalues" batching is what makes them fast.
+    """
+    if not rows:
+        return
+    dialect = session.get_bind().dialect
+    if dialect.name != "sqlite":
+        session.execute(insert(table), list(rows))
+        return
+    columns = tuple(rows[0])
+    cache = _PREPARED_INSERTS.get(dialect)
+    if cache is None:
+        cache = _PREPARED_INSERTS[dialect] = {}
+    prepared = cache.get((table, columns))
+    if prepared is None:
+        prepared = cache[(table, columns)] = _PreparedInsert(table, columns, dialect)
+    session.connection().exec_driver_sql(prepared.sql, prepared.parameters(rows))
+
+
+class _PreparedInsert:
+    def __init__(self, table: Table, columns: tuple[str, ...], dialect: Any) -> None:
+        compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
+        order = tuple(compiled.positiontup or ())
+        if sorted(order) != sorted(columns):
+            raise ValueError(f"cannot prepare an insert into {table.name} for columns {columns}")
+        self.sql = compiled.string
+        self._values = operator.itemgetter(*order)
+        self._single = len(order) == 1
+        self._conversions = tuple(
+            (position, processor)
+            for position, name in enumerate(order)
+            if (processor := table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None
+        )
+
+    def parameters(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+        values, conversions = self._values, self._conversions
+        out: list[tuple[Any, ...]] = []
+        for row in rows:
+            if self._single:
+                out.append((values(row),))
+                continue
+            if not conversions:
+                out.append(values(row))
+                continue
+            bound = list(values(row))
+            for position, process in conversions:
+                bound[position] = process(bound[position])
+            out.append(tuple(bound))
+        return out
+
+
+# Per dialect (its JSON serialiser is the engine's), dropped with the engine.
+_PREPARED_INSERTS: weakref.WeakKeyDictionary[Any, dict[tuple[Table, tuple[str, ...]], _PreparedInsert]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _rollback(session: Session) -> None:

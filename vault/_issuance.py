@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -25,6 +25,7 @@ from schemas import LicenceCreate, LicenceIdentifier, LicenceType, mask_holder_i
 from schemas.errors import DepartmentNotFound, InvalidInput
 from signing import sign_licence_tokens
 from vault._audit import AuditEntry, canonical_json
+from vault._db import insert_rows
 from vault._models import LicenceRecord, SerialCounterRecord
 from vault._types import CHINA_TIME, licence_window
 
@@ -266,8 +267,8 @@ def holder_index(backend: KeyBackend, id_type: str, holder_id: str) -> str:
 
 def store_rows(session: Session, rows: list[dict[str, Any]]) -> None:
     if rows:
-        # Core executemany on the table: the ORM bulk path adds per-row bookkeeping we do not need.
-        session.execute(insert(cast(Table, LicenceRecord.__table__)), rows)
+        # Straight to the table: the ORM bulk path adds per-row bookkeeping we do not need.
+        insert_rows(session, cast(Table, LicenceRecord.__table__), rows)
 
 
 def missing_issuer(code: str) -> DepartmentNotFound:
