@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 
 import pytest
@@ -13,7 +17,7 @@ from schemas import LicenceCreate
 from schemas.errors import IllegalTransition, InvalidInput, LicenceNotFound
 from signing import sign_licence_token
 from tests._builders import example
-from vault import Vault
+from vault import DatabaseError, Vault
 
 
 def issue(vault: Vault, **changes: object) -> str:
@@ -113,6 +117,41 @@ def test_the_verification_lookup_reads_what_the_orm_reads(ready_vault: Vault) ->
     assert (fast, reason) == (ready_vault.get(lic.identifier), "第二次核查")
     assert fast is not None and fast.status == "suspended"
     assert ready_vault._licence_for_verification(lic.identifier.replace(".001.", ".002.")) == (None, "")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # PostgreSQL reads use the pool
+def test_verification_reads_on_sqlite_use_one_connection_per_thread(ready_vault: Vault) -> None:
+    """SQLite look-ups run on the thread's own connection, outside the pool: many verifying threads
+    never starve the pool's sessions, a broken connection is replaced, and dispose() closes them all."""
+    db = ready_vault.db
+    assert db.in_process
+    lic = ready_vault.issue(example(ready_vault), actor="t").licence
+    barrier = threading.Barrier(24)
+
+    def verify_here() -> tuple[bool, int]:
+        barrier.wait()
+        return ready_vault.verify(lic.token).valid, id(db.thread_connection())
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        results = list(pool.map(lambda _: verify_here(), range(24)))
+    assert all(valid for valid, _ in results)
+    assert len({conn for _, conn in results}) == 24  # each thread its own
+    # 24 threads hold a connection each, yet the pool (5 + 10 overflow) still serves writes at once.
+    started = time.monotonic()
+    ready_vault.revoke(lic.identifier, reason="吊销", actor="t")
+    assert time.monotonic() - started < 5
+    # The revocation is seen at once by a connection opened before it (autocommit reads).
+    assert ready_vault.verify(lic.token).status == "revoked"
+    # A connection that breaks fails that one read (503) and is replaced for the next.
+    db.thread_connection().close()
+    with pytest.raises(DatabaseError, match="did not answer or refused"):
+        ready_vault.verify(lic.token)
+    assert ready_vault.verify(lic.token).status == "revoked"
+    held = db.thread_connection()
+    db.dispose()
+    with pytest.raises(sqlite3.ProgrammingError):
+        held.execute("SELECT 1")  # closed by dispose
+    assert ready_vault.verify(lic.token).status == "revoked"
 
 
 def test_expiry_and_not_yet_valid_follow_the_clock(ready_vault: Vault, clock: object) -> None:
