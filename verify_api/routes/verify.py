@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -60,7 +60,8 @@ async def verify(request: Request) -> Response:
     encoded once: FastAPI's generic parameter solving and response validation cost more than the
     signature check. On SQLite the look-up is an in-process call of tens of microseconds, run right
     here on the event loop with no thread hand-off; a network database (PostgreSQL) answers in a
-    round trip that must not stall this worker's other requests, so there it runs in a worker thread.
+    round trip that must not stall this worker's other requests, so there it runs on one of the
+    database's read threads, each with a connection of its own (``Database.read_executor``).
     """
     await _rate_limit(request)
     body = _verify_request(request.headers.get("content-type"), await request.body())
@@ -69,7 +70,8 @@ async def verify(request: Request) -> Response:
     if vault.db.in_process:
         verdict = vault.verify(token)
     else:
-        verdict = await run_in_threadpool(vault.verify, token)
+        loop = asyncio.get_running_loop()
+        verdict = await loop.run_in_executor(vault.db.read_executor(), vault.verify, token)
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None:
         metrics.verified(verdict.status)
