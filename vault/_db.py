@@ -13,7 +13,7 @@ import logging
 import operator
 import threading
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -115,8 +115,8 @@ class Database:
         )
         self._reader = sessionmaker(bind=self.engine, expire_on_commit=False)
         self.url = parsed.render_as_string(hide_password=True)
-        # SQLite only: one connection of its own per thread for prepared reads (PreparedRead),
-        # taken out of the pool once and closed by dispose().
+        # Connections of their own for prepared reads (PreparedRead): per thread on SQLite, per
+        # read thread on PostgreSQL; taken out of the pool once and closed by dispose().
         self._local = threading.local()
         self._held: list[Any] = []
         self._held_lock = threading.Lock()
@@ -398,8 +398,11 @@ class _PreparedInsert:
         if sorted(order) != sorted(columns):
             raise ValueError(f"cannot prepare an insert into {table.name} for columns {columns}")
         self.sql = compiled.string
-        self._values = operator.itemgetter(*order)
-        self._single = len(order) == 1
+        getter = operator.itemgetter(*order)
+        # itemgetter of one name gives the value, of several a tuple: always a tuple here.
+        self._values: Callable[[Mapping[str, Any]], tuple[Any, ...]] = (
+            (lambda row: (getter(row),)) if len(order) == 1 else getter
+        )
         self._conversions = tuple(
             (position, processor)
             for position, name in enumerate(order)
@@ -410,9 +413,6 @@ class _PreparedInsert:
         values, conversions = self._values, self._conversions
         out: list[tuple[Any, ...]] = []
         for row in rows:
-            if self._single:
-                out.append((values(row),))
-                continue
             if not conversions:
                 out.append(values(row))
                 continue

@@ -93,3 +93,19 @@ def test_insert_rows_refuses_a_duplicate_and_stores_none_of_the_batch(database_u
     finally:
         metadata.drop_all(db.engine)
         db.dispose()
+
+
+def test_insert_rows_of_one_column_still_converts_it(database_url: str) -> None:  # noqa: F811
+    db = Database(database_url)
+    metadata = MetaData()
+    table = Table("t_one", metadata, Column("data", JSON))
+    metadata.create_all(db.engine)
+    try:
+        with db.write() as s:
+            insert_rows(s, table, [{"data": {"名称": "一"}}, {"data": [1, 2]}])
+        with db.read() as s:
+            stored = s.execute(select(table.c.data)).scalars().all()
+        assert sorted(stored, key=str) == sorted([{"名称": "一"}, [1, 2]], key=str)
+    finally:
+        metadata.drop_all(db.engine)
+        db.dispose()
