@@ -321,28 +321,21 @@ class PreparedRead:
             for name, process, value in zip(self._names, self._processors, row, strict=True)
         }
 
-    def _on_thread_connection(self, bound: Any) -> Any:
+    def _on_thread_connection(self, bound: Any, *, retry: bool = True) -> Any:
         db = self._db
-        for attempt in (1, 2):
-            try:
-                connection = db.thread_connection()
-            except SQLAlchemyError as exc:
-                raise db._translated(exc) from exc
-            try:
-                cursor = connection.cursor()
-                try:
-                    cursor.execute(self._sql, bound)
-                    return cursor.fetchone()
-                finally:
-                    cursor.close()
-            except self._dbapi_error as exc:
-                db.drop_thread_connection()
-                # A connection the server closed while it sat idle (a restart, an idle timeout) is
-                # what the pool's pre-ping catches: read once more on a new one.
-                if attempt == 1 and db.engine.dialect.is_disconnect(exc, connection, None):
-                    continue
-                raise db._unreachable(exc) from exc
-        raise AssertionError("the loop returns or raises on its second attempt")  # pragma: no cover
+        try:
+            connection = db.thread_connection()
+        except SQLAlchemyError as exc:
+            raise db._translated(exc) from exc
+        try:
+            return self._fetch(connection, bound)
+        except self._dbapi_error as exc:
+            db.drop_thread_connection()
+            # A connection the server closed while it sat idle (a restart, an idle timeout) is
+            # what the pool's pre-ping catches: read once more on a new one.
+            if retry and db.engine.dialect.is_disconnect(exc, connection, None):
+                return self._on_thread_connection(bound, retry=False)
+            raise db._unreachable(exc) from exc
 
     def _on_pooled_connection(self, bound: Any) -> Any:
         engine = self._db.engine
@@ -351,18 +344,21 @@ class PreparedRead:
         except SQLAlchemyError as exc:
             raise self._db._translated(exc) from exc
         try:
-            cursor = conn.cursor()
-            try:
-                cursor.execute(self._sql, bound)
-                return cursor.fetchone()
-            finally:
-                cursor.close()
+            return self._fetch(conn, bound)
         except self._dbapi_error as exc:
             if engine.dialect.is_disconnect(exc, conn.dbapi_connection, None):
                 conn.invalidate(exc)
             raise self._db._unreachable(exc) from exc
         finally:
             conn.close()
+
+    def _fetch(self, connection: Any, bound: Any) -> Any:
+        cursor = connection.cursor()
+        try:
+            cursor.execute(self._sql, bound)
+            return cursor.fetchone()
+        finally:
+            cursor.close()
 
 
 def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:

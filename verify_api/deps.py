@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from vault import Vault
 from verify_api.settings import Settings
 
-__all__ = ["SettingsDep", "VaultDep", "get_settings", "get_vault", "now"]
+__all__ = ["SettingsDep", "VaultDep", "get_settings", "get_vault", "media_type", "now"]
 
 
 async def get_vault(request: Request) -> Vault:
@@ -22,6 +22,11 @@ async def get_vault(request: Request) -> Vault:
 async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+def media_type(request: Request) -> str:
+    """The request's ``Content-Type`` without its parameters, lower-cased ("" when there is none)."""
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
 
 
 async def now(request: Request) -> datetime:

@@ -120,7 +120,7 @@ def test_the_verification_lookup_reads_what_the_orm_reads(ready_vault: Vault) ->
     assert ready_vault._licence_for_verification(lic.identifier.replace(".001.", ".002.")) == (None, "")
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # PostgreSQL reads use the pool
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # PostgreSQL: the test below
 def test_verification_reads_on_sqlite_use_one_connection_per_thread(ready_vault: Vault) -> None:
     """SQLite look-ups run on the thread's own connection, outside the pool: many verifying threads
     never starve the pool's sessions, a closed connection is replaced, and dispose() closes them all."""

@@ -144,6 +144,20 @@ def test_suspended_seal_cannot_seal(world: World) -> None:
     assert r.status_code == 409 and r.json()["code"] == "seal_not_usable"
 
 
+def test_sealing_takes_the_pdf_only_as_application_pdf(world: World) -> None:
+    url = f"/v1/seals/{world.market_seal}/pdf"
+    for sent in ("application/octet-stream", "text/plain; charset=utf-8", None):
+        headers = {**world.auth("sealer"), **({"Content-Type": sent} if sent else {})}
+        r = world.api.post(url, content=simple_pdf(), headers=headers)
+        assert r.status_code == 415 and r.json()["code"] == "unsupported_media_type", r.text
+        assert "Content-Type: application/pdf" in r.json()["detail"]
+    # Parameters and case do not matter (RFC 9110 §8.3.1).
+    r = world.api.post(
+        url, content=simple_pdf(), headers={**world.auth("sealer"), "Content-Type": "Application/PDF; x=1"}
+    )
+    assert r.status_code == 200 and r.content.startswith(b"%PDF"), r.text
+
+
 def test_pdf_body_limit_is_20_mib_and_json_limit_unchanged(world: World) -> None:
     big = b"%PDF-1.7\n" + b"0" * (20 * 1024 * 1024)
     r = world.api.post("/v1/pdf/verify", content=big, headers=PDF)

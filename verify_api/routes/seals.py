@@ -23,7 +23,7 @@ from schemas.errors import InvalidInput
 from signing import StampPlacement
 from vault import licence_pdf
 from verify_api.auth import Principal, require_own_department, require_scope
-from verify_api.deps import VaultDep
+from verify_api.deps import VaultDep, media_type
 from verify_api.metrics import MetricsDep
 from verify_api.problems import Problem
 from verify_api.ratelimit import rate_limited
@@ -85,12 +85,12 @@ class PdfVerdictPublic(BaseModel):
 async def _pdf_body(request: Request, *, strict_type: bool = False) -> bytes:
     """The PDF in the body; with *strict_type*, only as ``application/pdf`` (415 otherwise)."""
     if strict_type:
-        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media_type != PDF_MEDIA_TYPE:
+        sent = media_type(request)
+        if sent != PDF_MEDIA_TYPE:
             raise Problem(
                 415,
                 "unsupported_media_type",
-                f"send the PDF itself with Content-Type: {PDF_MEDIA_TYPE}, not {media_type[:60] or 'none'}",
+                f"send the PDF itself with Content-Type: {PDF_MEDIA_TYPE}, not {sent[:60] or 'none'}",
             )
     body = await request.body()  # bounded by the body-limit middleware (max_pdf_bytes)
     if not body:
