@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 import orjson
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from vault._db import insert_rows
@@ -103,6 +103,14 @@ class CheckpointWriter(Protocol):
     def write(self, session: Session, seq: int, head_hash: str, at: str) -> object: ...
 
 
+# The chain head, always read and written as a row of the table (never as an ORM object that
+# could be left stale in a session by the UPDATE), with statements built once.
+_HEAD = cast(Table, AuditHeadRecord.__table__)
+_READ_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1)
+_LOCK_HEAD = _READ_HEAD.with_for_update()
+_MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+
+
 class AuditLog:
     """Appends to and verifies the chain; never commits (the caller owns the transaction).
 
@@ -115,9 +123,7 @@ class AuditLog:
 
     def lock_head(self, session: Session) -> tuple[int, str]:
         """Lock the chain head (``SELECT … FOR UPDATE``): the one row every writer serialises on."""
-        head = session.execute(
-            select(AuditHeadRecord).where(AuditHeadRecord.id == 1).with_for_update()
-        ).scalar_one()
+        head = session.execute(_LOCK_HEAD).one()
         return int(head.seq), str(head.hash)
 
     def append(self, session: Session, entry: AuditEntry, *, at: datetime) -> AuditEvent:
@@ -128,11 +134,9 @@ class AuditLog:
     ) -> list[AuditEvent]:
         if not entries:
             return []
-        head = session.execute(
-            select(AuditHeadRecord).where(AuditHeadRecord.id == 1).with_for_update()
-        ).scalar_one()
-        seq, prev = head.seq, head.hash
-        first_seq = seq  # the ORM refreshes ``head`` on the UPDATE below: keep where we started
+        head = session.execute(_LOCK_HEAD).one()
+        seq, prev = int(head.seq), str(head.hash)
+        first_seq = seq
         stamp = timestamp_text(at)
         events: list[AuditEvent] = []
         rows: list[dict[str, Any]] = []
@@ -157,7 +161,7 @@ class AuditLog:
             )
             prev = digest
         insert_rows(session, cast(Table, AuditEventRecord.__table__), rows)
-        session.execute(update(AuditHeadRecord).where(AuditHeadRecord.id == 1).values(seq=seq, hash=prev))
+        session.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
         writer = self.checkpoints
         if (
             writer is not None
@@ -168,7 +172,7 @@ class AuditLog:
         return events
 
     def head(self, session: Session) -> tuple[int, str]:
-        head = session.execute(select(AuditHeadRecord).where(AuditHeadRecord.id == 1)).scalar_one()
+        head = session.execute(_READ_HEAD).one()
         return int(head.seq), str(head.hash)
 
     def hash_before(self, session: Session, seq: int) -> str:
@@ -264,7 +268,7 @@ class AuditLog:
                 f"the log ends at event {last_seq}, but a signed checkpoint covers events up to "
                 f"{missing[-1]}: events {last_seq + 1}..{missing[-1]} were deleted (the chain was rewound)"
             )
-        head = session.execute(select(AuditHeadRecord).where(AuditHeadRecord.id == 1)).scalar_one()
+        head = session.execute(_READ_HEAD).one()
         if head.seq != last_seq or head.hash != prev:
             problems.append(
                 f"chain head says event {head.seq} but the log ends at event {last_seq} "

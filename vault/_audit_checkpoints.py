@@ -103,8 +103,8 @@ class CheckpointSigner:
     def checkpoint_now(self, session: Session, now: datetime) -> Checkpoint | None:
         """Sign the current head (once per head: a second call returns the same checkpoint)."""
         head = session.execute(
-            select(AuditHeadRecord).where(AuditHeadRecord.id == 1).with_for_update()
-        ).scalar_one()
+            select(AuditHeadRecord.seq, AuditHeadRecord.hash).where(AuditHeadRecord.id == 1).with_for_update()
+        ).one()
         if head.seq == 0:
             return None
         return self.write(session, int(head.seq), head.hash, timestamp_text(now))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -52,26 +52,38 @@ def allocate_serials(
     session: Session, dialect: str, type_code: str, issuer_code: str, year: int, count: int
 ) -> int:
     """Reserve *count* consecutive sequence numbers; returns the first."""
-    values = {"type_code": type_code, "issuer_code": issuer_code, "year": year, "last_sequence": 0}
-    stmt: Any = (pg_insert if dialect == "postgresql" else sqlite_insert)(SerialCounterRecord).values(
-        **values
-    )
-    session.execute(stmt.on_conflict_do_nothing())
-    key = (
-        SerialCounterRecord.type_code == type_code,
-        SerialCounterRecord.issuer_code == issuer_code,
-        SerialCounterRecord.year == year,
-    )
-    last = session.execute(
-        select(SerialCounterRecord.last_sequence).where(*key).with_for_update()
-    ).scalar_one()
+    key = {"c_type": type_code, "c_issuer": issuer_code, "c_year": year}
+    session.execute(_OPEN_COUNTER[dialect], key)
+    last = session.execute(_LOCK_COUNTER, key).scalar_one()
     if last + count > MAX_SEQUENCE:
         raise InvalidInput(
             f"serial numbers for type {type_code}, issuer {issuer_code}, year {year} are exhausted "
             f"({MAX_SEQUENCE} per year, GB/T 36904)"
         )
-    session.execute(update(SerialCounterRecord).where(*key).values(last_sequence=last + count))
+    session.execute(_ADVANCE_COUNTER, {**key, "last": last + count})
     return int(last + 1)
+
+
+# Built once (constructing a statement costs more than running it), on the table itself. The
+# parameters are not named after columns: an UPDATE reserves those names for its SET clause.
+_COUNTERS = cast(Table, SerialCounterRecord.__table__)
+_COUNTER_KEY = (
+    _COUNTERS.c.type_code == bindparam("c_type"),
+    _COUNTERS.c.issuer_code == bindparam("c_issuer"),
+    _COUNTERS.c.year == bindparam("c_year"),
+)
+_NEW_COUNTER = {
+    "type_code": bindparam("c_type"),
+    "issuer_code": bindparam("c_issuer"),
+    "year": bindparam("c_year"),
+    "last_sequence": 0,
+}
+_OPEN_COUNTER: dict[str, Any] = {
+    "postgresql": pg_insert(_COUNTERS).values(_NEW_COUNTER).on_conflict_do_nothing(),
+    "sqlite": sqlite_insert(_COUNTERS).values(_NEW_COUNTER).on_conflict_do_nothing(),
+}
+_LOCK_COUNTER = select(_COUNTERS.c.last_sequence).where(*_COUNTER_KEY).with_for_update()
+_ADVANCE_COUNTER = update(_COUNTERS).where(*_COUNTER_KEY).values(last_sequence=bindparam("last"))
 
 
 @dataclass(frozen=True, slots=True)

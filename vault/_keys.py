@@ -25,10 +25,10 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from sqlalchemy import select, update
+from sqlalchemy import Row, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from hsm import KeyBackend, KeyRef, SignatureAlgorithm
@@ -146,7 +146,29 @@ def to_key_info(row: KeyRecord) -> KeyInfo:
     )
 
 
-def usable_problem(row: KeyRecord, now: datetime, count: int = 1) -> str | None:
+# The statements of every issuance transaction, built once: constructing a statement costs
+# several times what executing it does (they are Core statements on the table, so no ORM
+# objects are loaded or left stale in the session's identity map).
+_KEYS = cast(Table, KeyRecord.__table__)
+_ACTIVE_LICENCE_KEY = (
+    select(_KEYS)
+    .where(
+        _KEYS.c.department_code == bindparam("department"),
+        _KEYS.c.purpose == KEY_PURPOSE_LICENCE,
+        _KEYS.c.state == KeyState.ACTIVE,
+    )
+    .order_by(_KEYS.c.activated_at.desc())
+    .limit(1)
+)
+_BUDGET = select(_KEYS.c.max_signatures, _KEYS.c.signature_count).where(_KEYS.c.kid == bindparam("key"))
+_ADD_SIGNATURES = (
+    update(_KEYS)
+    .where(_KEYS.c.kid == bindparam("key"))
+    .values(signature_count=_KEYS.c.signature_count + bindparam("n"))
+)
+
+
+def usable_problem(row: KeyRecord | Row[Any], now: datetime, count: int = 1) -> str | None:
     """Why *row* may not make *count* more signatures at *now*, or None."""
     if row.state != KeyState.ACTIVE:
         return f"key {row.kid} is {row.state}: only an active key signs"
@@ -303,36 +325,26 @@ class KeyRegistry:
 
     def check_budget(self, session: Session, kid: str) -> None:
         """``KeyNotUsable`` if *kid* has now counted more signatures than its budget allows."""
-        row = session.execute(
-            select(KeyRecord.max_signatures, KeyRecord.signature_count).where(KeyRecord.kid == kid)
-        ).first()
+        row = session.execute(_BUDGET, {"key": kid}).first()
         if row is not None and row[0] is not None and int(row[1]) > int(row[0]):
             record = self.record(session, kid)
             raise KeyNotUsable(f"key {kid} would pass its budget of {row[0]} signatures{_remedy(record)}")
 
     def count_signatures(self, session: Session, counts: Mapping[str, int]) -> None:
         """Add to each key's signature count, in the transaction that stores what was signed."""
-        for kid, n in counts.items():
-            session.execute(
-                update(KeyRecord)
-                .where(KeyRecord.kid == kid)
-                .values(signature_count=KeyRecord.signature_count + n)
-            )
+        if counts:
+            session.execute(_ADD_SIGNATURES, [{"key": kid, "n": n} for kid, n in counts.items()])
+            # A Core UPDATE leaves objects already loaded in this session as they were: their
+            # count is read again on next use.
+            for obj in list(session.identity_map.values()):
+                if isinstance(obj, KeyRecord) and obj.kid in counts:
+                    session.expire(obj, ["signature_count"])
 
     def active_key(
         self, session: Session, department_code: str, *, now: datetime | None = None, count: int = 1
     ) -> KeyRef:
         """The department's active licence key; with *now*, also checks it may sign *count* more."""
-        row = session.execute(
-            select(KeyRecord)
-            .where(
-                KeyRecord.department_code == department_code,
-                KeyRecord.purpose == KEY_PURPOSE_LICENCE,
-                KeyRecord.state == KeyState.ACTIVE,
-            )
-            .order_by(KeyRecord.activated_at.desc())
-            .limit(1)
-        ).scalar_one_or_none()
+        row = session.execute(_ACTIVE_LICENCE_KEY, {"department": department_code}).first()
         if row is None:
             raise NoActiveKey(
                 f"department {department_code} has no active signing key: create one with "
@@ -560,7 +572,7 @@ def _system_prefix(purpose: str) -> str:
     return prefix
 
 
-def _remedy(row: KeyRecord) -> str:
+def _remedy(row: KeyRecord | Row[Any]) -> str:
     if row.purpose == KEY_PURPOSE_LICENCE and row.department_code:
         return f"; rotate with `yinxin keys rotate --dept {row.department_code}`"
     if row.purpose not in (KEY_PURPOSE_LICENCE, KEY_PURPOSE_CA, KEY_PURPOSE_SEAL):

@@ -32,7 +32,7 @@ from datetime import datetime
 from typing import Any, Final
 
 import orjson
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -158,6 +158,15 @@ def _number(name: str) -> int:
     return int(name) if name.isdigit() else 0
 
 
+# Every issuance runs these: built once (constructing a statement costs more than running it).
+_LIST_NAMES = select(StatusListRecord.__table__.c.name)
+_LOCK_LIST = (
+    select(StatusListRecord.__table__.c.size)
+    .where(StatusListRecord.__table__.c.name == bindparam("list_name"))
+    .with_for_update()
+)
+
+
 def _lock_current_list(session: Session, now: datetime, list_size: int) -> tuple[str, int]:
     """Lock the newest list (creating list "1" on first use); returns its name and size.
 
@@ -165,15 +174,13 @@ def _lock_current_list(session: Session, now: datetime, list_size: int) -> tuple
     holder opened a newer list meanwhile, and then locks that one instead.
     """
     for _ in range(10):
-        names = session.execute(select(StatusListRecord.name)).scalars().all()
+        names = session.execute(_LIST_NAMES).scalars().all()
         if not names:
             _insert_list(session, "1", list_size, now)
             continue
         newest = max(names, key=_number)
-        size = session.execute(
-            select(StatusListRecord.size).where(StatusListRecord.name == newest).with_for_update()
-        ).scalar_one()
-        again = session.execute(select(StatusListRecord.name)).scalars().all()
+        size = session.execute(_LOCK_LIST, {"list_name": newest}).scalar_one()
+        again = session.execute(_LIST_NAMES).scalars().all()
         if max(again, key=_number) == newest:
             return newest, int(size)
     raise DatabaseConflict("status lists were opened faster than this transaction could lock one; retry")

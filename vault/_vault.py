@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from hsm import KeyBackend, SecretPurpose, SignatureAlgorithm
@@ -89,6 +89,17 @@ _ACTIONS = {
     LicenceStatus.VALID: "reinstate",
     LicenceStatus.REVOKED: "revoke",
 }
+
+
+# Issuance's own look-ups, built once (constructing a statement costs more than running it).
+_LICENCES = LicenceRecord.__table__.c
+_EARLIER_FOR_KEYS = select(_LICENCES.idempotency_key, _LICENCES.identifier, _LICENCES.request_hash).where(
+    _LICENCES.issuer_code == bindparam("issuer"),
+    _LICENCES.idempotency_key.in_(bindparam("keys", expanding=True)),
+)
+_DEPARTMENT_NAME = select(DepartmentRecord.__table__.c.name).where(
+    DepartmentRecord.__table__.c.code == bindparam("code")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,10 +279,10 @@ class Vault(LicenceReader, KeyAdministration):
         licence_type = self.types.get(req.licence_type)
         check_request(req, licence_type)
         if req.issuer not in issuers:
-            dept = s.get(DepartmentRecord, req.issuer)
-            if dept is None:
+            name = s.execute(_DEPARTMENT_NAME, {"code": req.issuer}).scalar_one_or_none()
+            if name is None:
                 raise missing_issuer(req.issuer)
-            issuers[req.issuer] = (dept.name, self.keys.active_key(s, req.issuer, now=self.clock()))
+            issuers[req.issuer] = (name, self.keys.active_key(s, req.issuer, now=self.clock()))
         name, key = issuers[req.issuer]
         return PreparedLicence(req, licence_type, name, key, item.idempotency_key, item.digest(), item.actor)
 
@@ -433,12 +444,7 @@ class Vault(LicenceReader, KeyAdministration):
             ordered = sorted(keys)
             for start in range(0, len(ordered), 500):
                 rows = s.execute(
-                    select(
-                        LicenceRecord.idempotency_key, LicenceRecord.identifier, LicenceRecord.request_hash
-                    ).where(
-                        LicenceRecord.issuer_code == issuer,
-                        LicenceRecord.idempotency_key.in_(ordered[start : start + 500]),
-                    )
+                    _EARLIER_FOR_KEYS, {"issuer": issuer, "keys": ordered[start : start + 500]}
                 ).all()
                 for key, identifier, rhash in rows:
                     if key is not None:
