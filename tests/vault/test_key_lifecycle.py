@@ -17,7 +17,7 @@ from datetime import timedelta
 import pytest
 from joserfc import jws
 from joserfc.jwk import KeySet
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from hsm import KeyBackend, KeyRef, SignatureAlgorithm
 from schemas import LicenceIdentifier
@@ -52,7 +52,7 @@ from tests.vault._officer_support import (
 from tests.vault.conftest import SettableClock
 from vault import BulkItem, Vault
 from vault._keys import KeyPolicy
-from vault._models import KeyCeremonyRecord
+from vault._models import KeyCeremonyRecord, KeyRecord
 from vault._officers import Role
 
 ES256 = SignatureAlgorithm.ES256
@@ -299,6 +299,35 @@ def test_a_key_signs_no_more_than_its_signature_budget(make_vault: Callable[...,
     assert len(audit_text(vault)) == events_before
     assert vault.key_details(budgeted.kid)[0].signature_count == 3
     assert vault.verify_audit().ok
+
+
+def test_counting_signatures_refreshes_a_key_already_loaded_in_the_session(
+    make_vault: Callable[..., Vault],
+) -> None:
+    # The count is a Core UPDATE (built once): an ORM object of that key loaded earlier in the
+    # same transaction must not keep the old count (the seal path reads the key, then counts).
+    vault = make_vault()
+    kid = vault.generate_key(DEPT, ES256, actor="t", max_signatures=10).kid
+    with vault.db.write() as s:
+        # The key make_vault gave the department, retired by the one above.
+        other = s.scalars(
+            select(KeyRecord.kid).where(KeyRecord.department_code == DEPT, KeyRecord.kid != kid)
+        ).one()
+        loaded = s.get(KeyRecord, kid)
+        untouched = s.get(KeyRecord, other)
+        assert loaded is not None and untouched is not None
+        assert loaded.signature_count == 0
+        vault.keys.count_signatures(s, {kid: 4})
+        assert loaded.signature_count == 4
+        assert untouched.signature_count == 0
+        vault.keys.count_signatures(s, {kid: 1, other: 2})
+        assert (loaded.signature_count, untouched.signature_count) == (5, 2)
+        vault.keys.check_budget(s, kid)  # 5 of 10: within
+        vault.keys.count_signatures(s, {kid: 6})
+        with pytest.raises(KeyNotUsable, match=f"{kid} would pass its budget of 10 signatures"):
+            vault.keys.check_budget(s, kid)
+        s.rollback()
+    assert vault.key_details(kid)[0].signature_count == 0
 
 
 # ---- pre-activation ------------------------------------------------------------------------------
