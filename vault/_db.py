@@ -45,7 +45,8 @@ log = logging.getLogger("yinxin.vault")
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_CONNECT_TIMEOUT_SECONDS = 5
 _THREAD_CACHE_KIB = 4096
-READ_THREADS = 4  # per process, for a network database (Database.read_executor)
+READ_THREADS = 4  # per process, for a network database (Database.read_executor), by default
+MAX_READ_THREADS = 64
 
 
 class DatabaseError(YinxinError):
@@ -74,7 +75,12 @@ def normalise_database_url(url: str) -> str:
 class Database:
     """An engine plus two session factories: ``write()`` and ``read()`` transactions."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, read_threads: int = READ_THREADS) -> None:
+        if not 1 <= read_threads <= MAX_READ_THREADS:
+            raise ConfigurationError(
+                f"YINXIN_DB_READ_THREADS must be between 1 and {MAX_READ_THREADS}, not {read_threads}"
+            )
+        self.read_threads = read_threads
         url = normalise_database_url(url)
         try:
             parsed = make_url(url)
@@ -235,12 +241,12 @@ class Database:
 
         A request that must not block the event loop hands its read to one of these threads rather
         than to the server's general thread pool: the number of connections they hold stays small
-        and known (``READ_THREADS`` per process) whatever the pool's size.
+        and known (``read_threads`` per process, ``YINXIN_DB_READ_THREADS``) whatever the pool's size.
         """
         with self._held_lock:
             if self._read_executor is None:
                 self._read_executor = ThreadPoolExecutor(
-                    max_workers=READ_THREADS,
+                    max_workers=self.read_threads,
                     thread_name_prefix="yinxin-read",
                     initializer=self._mark_reader,
                 )
@@ -334,6 +340,10 @@ class PreparedRead:
             # A connection the server closed while it sat idle (a restart, an idle timeout) is
             # what the pool's pre-ping catches: read once more on a new one.
             if retry and db.engine.dialect.is_disconnect(exc, connection, None):
+                log.warning(
+                    "a database read connection was closed by the server (%s): reading again on a new one",
+                    type(exc).__name__,
+                )
                 return self._on_thread_connection(bound, retry=False)
             raise db._unreachable(exc) from exc
 

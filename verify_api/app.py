@@ -38,7 +38,7 @@ def create_app(settings: Settings, *, vault: Vault | None = None, clock: Clock =
             app.state.vault = vault
             yield
             return
-        db = Database(settings.resolved_database_url())
+        db = Database(settings.resolved_database_url(), read_threads=settings.db_read_threads)
         backend = open_backend(settings.backend_config())
         opened = Vault(db, backend, load_licence_types(), clock=clock, **settings.vault_options())
         app.state.vault = opened

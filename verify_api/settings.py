@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     pkcs11_pin: SecretStr | None = None
     pkcs11_pin_file: Path | None = None
     pkcs11_sessions: int = Field(default=4, ge=1, le=64)
+    db_read_threads: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="PostgreSQL: threads (each with its own connection) that run verifications, per worker",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     public_url: str = Field(
         default="http://127.0.0.1:8000",

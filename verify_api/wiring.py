@@ -47,7 +47,7 @@ def configure_logging(settings: Settings) -> None:
 def open_vault(settings: Settings, *, clock: Clock = system_clock, migrate: bool = False) -> Iterator[Vault]:
     """Open backend and database; with ``migrate=False`` an uninitialised database is an error."""
     settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    db = Database(settings.resolved_database_url())
+    db = Database(settings.resolved_database_url(), read_threads=settings.db_read_threads)
     try:
         if not migrate and not db.is_current():
             raise ConfigurationError(

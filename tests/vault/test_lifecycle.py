@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -14,11 +15,11 @@ from sqlalchemy import text
 from hsm import SignatureAlgorithm
 from hsm._software import SoftwareBackend
 from schemas import LicenceCreate
-from schemas.errors import IllegalTransition, InvalidInput, LicenceNotFound
+from schemas.errors import ConfigurationError, IllegalTransition, InvalidInput, LicenceNotFound
 from signing import sign_licence_token
 from tests._builders import example
-from vault import Vault
-from vault._db import READ_THREADS
+from vault import Database, Vault
+from vault._db import MAX_READ_THREADS, READ_THREADS
 
 
 def issue(vault: Vault, **changes: object) -> str:
@@ -156,7 +157,9 @@ def test_verification_reads_on_sqlite_use_one_connection_per_thread(ready_vault:
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_verification_reads_on_postgresql_run_on_the_read_threads_own_connections(ready_vault: Vault) -> None:
+def test_verification_reads_on_postgresql_run_on_the_read_threads_own_connections(
+    ready_vault: Vault, caplog: pytest.LogCaptureFixture
+) -> None:
     """On PostgreSQL the read threads (Database.read_executor) keep a connection each, in autocommit:
     a change is seen at once, a connection the server dropped is replaced without failing the read,
     and no more than READ_THREADS connections are held, outside the pool."""
@@ -179,10 +182,29 @@ def test_verification_reads_on_postgresql_run_on_the_read_threads_own_connection
             {"pids": list(pids)},
         ).scalar_one()
     assert ended == len(pids)
-    results = list(executor.map(lambda _: ready_vault.verify(lic.token).status, range(20)))
+    with caplog.at_level(logging.WARNING, logger="yinxin.vault"):
+        results = list(executor.map(lambda _: ready_vault.verify(lic.token).status, range(20)))
     assert results == ["revoked"] * 20
+    # Each replacement is logged (the driver's error class only: its text may name the host).
+    replaced = [r.getMessage() for r in caplog.records if "read connection was closed" in r.getMessage()]
+    assert 1 <= len(replaced) <= len(pids)
+    assert all("reading again on a new one" in message for message in replaced)
     db.dispose()  # the read threads stop and their connections close
     assert ready_vault.verify(lic.token).status == "revoked"
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_number_of_read_threads_is_set_per_database(database_url: str) -> None:
+    """YINXIN_DB_READ_THREADS: the read threads, and so the connections they hold, per process."""
+    db = Database(database_url, read_threads=2)
+    try:
+        pids = set(db.read_executor().map(lambda _: db.thread_connection().info.backend_pid, range(40)))
+        assert 1 <= len(pids) <= 2
+    finally:
+        db.dispose()
+    for wrong in (0, MAX_READ_THREADS + 1):
+        with pytest.raises(ConfigurationError, match="YINXIN_DB_READ_THREADS must be between 1 and 64"):
+            Database(database_url, read_threads=wrong)
 
 
 def test_expiry_and_not_yet_valid_follow_the_clock(ready_vault: Vault, clock: object) -> None:

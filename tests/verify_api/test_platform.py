@@ -35,7 +35,7 @@ from verify_api.metrics import Metrics
 from verify_api.middleware import BodyLimitMiddleware, RequestIdFilter, current_request_id, install_middleware
 from verify_api.problems import install_problem_handlers
 from verify_api.routes import api_docs, health
-from verify_api.settings import Settings
+from verify_api.settings import Settings, load_settings
 
 LIMIT = 65536
 HEX_ID = re.compile(r"[0-9a-f]{32}")
@@ -473,6 +473,16 @@ def test_platform_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch,
     assert Settings(home=tmp_path, max_body_bytes=2048).max_body_bytes == 2048
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
     assert Settings().prometheus_multiproc_dir is None
+
+
+def test_database_read_threads_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().db_read_threads == 4
+    monkeypatch.setenv("YINXIN_DB_READ_THREADS", "8")
+    assert Settings().db_read_threads == 8
+    for wrong in ("0", "65", "many"):
+        monkeypatch.setenv("YINXIN_DB_READ_THREADS", wrong)
+        with pytest.raises(ConfigurationError, match="setting YINXIN_DB_READ_THREADS: "):
+            load_settings()
 
 
 def test_docs_page_is_self_contained() -> None:
