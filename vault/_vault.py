@@ -306,14 +306,14 @@ class Vault(LicenceReader, KeyAdministration):
         return IssueResult(licence, outcome.created, outcome.key)
 
     def _issue_alone(self, item: BulkItem) -> BulkOutcome:
-        for attempt in (1, 2):
-            try:
-                return self.issue_batch([item], actor=item.actor)[0]
-            except DatabaseConflict:
-                # A concurrent request with the same idempotency key won the race: read its result.
-                if attempt == 2 or item.idempotency_key is None:
-                    raise
-        raise AssertionError("unreachable")
+        try:
+            return self.issue_batch([item], actor=item.actor)[0]
+        except DatabaseConflict:
+            if item.idempotency_key is None:
+                raise
+            # A concurrent request with the same idempotency key won the race: this time the
+            # batch finds its licence and answers with it (a second conflict is raised).
+            return self.issue_batch([item], actor=item.actor)[0]
 
     def issue_batch(self, items: Sequence[BulkItem], *, actor: str) -> list[BulkOutcome]:
         """Issue many licences in ONE transaction; per-item problems become outcomes, not failures.
