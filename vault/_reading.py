@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, inspect, select
 from sqlalchemy.orm import Session
 
 from hsm import KeyBackend
@@ -55,6 +55,10 @@ _VERIFICATION_LOOKUP = (
     .outerjoin(DepartmentRecord, DepartmentRecord.code == LicenceRecord.issuer_code)
     .where(LicenceRecord.identifier == bindparam("identifier"))
 )
+
+
+# A licence record's column attributes by name: what Licence.from_row reads from an ORM object.
+_LICENCE_ATTRIBUTES = tuple(attribute.key for attribute in inspect(LicenceRecord).column_attrs)
 
 
 class LicenceReader:
@@ -182,22 +186,8 @@ class LicenceReader:
 
     def _to_licence(self, s: Session, row: LicenceRecord) -> Licence:
         dept = s.get(DepartmentRecord, row.issuer_code)
-        type_name = self._type_name(row.type_code)
-        return Licence(
-            identifier=row.identifier,
-            version=row.version,
-            type_code=row.type_code,
-            type_name=type_name,
-            issuer_code=row.issuer_code,
+        return Licence.from_row(
+            {name: getattr(row, name) for name in _LICENCE_ATTRIBUTES},
+            type_name=self._type_name(row.type_code),
             issuer_name=dept.name if dept else row.issuer_code,
-            holder_name=row.holder_name,
-            holder_id_type=row.holder_id_type,
-            holder_id_masked=row.holder_id_masked,
-            data=dict(row.data),
-            valid_from=row.valid_from,
-            valid_until=row.valid_until,
-            issued_at=row.issued_at,
-            kid=row.kid,
-            token=row.token,
-            status=row.status,
         )
