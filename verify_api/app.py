@@ -6,7 +6,6 @@ so every worker process builds its own app, backend sessions and database pool).
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,13 +19,11 @@ from verify_api.middleware import install_middleware
 from verify_api.problems import install_problem_handlers
 from verify_api.routes import ROUTERS
 from verify_api.settings import Settings, load_settings
-from verify_api.wiring import configure_logging
+from verify_api.wiring import configure_logging, freeze_startup_objects
 
 __all__ = ["app_from_environment", "create_app"]
 
 API_VERSION = "0.2.0"
-
-_frozen = False
 
 
 def create_app(settings: Settings, *, vault: Vault | None = None, clock: Clock = system_clock) -> FastAPI:
@@ -42,7 +39,7 @@ def create_app(settings: Settings, *, vault: Vault | None = None, clock: Clock =
         backend = open_backend(settings.backend_config())
         opened = Vault(db, backend, load_licence_types(), clock=clock, **settings.vault_options())
         app.state.vault = opened
-        _freeze_startup_objects()
+        freeze_startup_objects()
         try:
             yield
         finally:
@@ -67,22 +64,6 @@ def create_app(settings: Settings, *, vault: Vault | None = None, clock: Clock =
     for router in ROUTERS:
         app.include_router(router)
     return app
-
-
-def _freeze_startup_objects() -> None:
-    """Move everything built at start-up (modules, the app, schemas, the pool) out of the collector's reach.
-
-    A worker holds some 200 000 long-lived objects, and each full collection walked all of them:
-    about 50 ms with every request stalled (the load test's p99 showed it). Frozen objects are
-    never collected, nor scanned; requests' own garbage is collected as before. ``gc.freeze`` is
-    meant for exactly this (the standard library's docs: call it once the process is set up).
-    """
-    global _frozen
-    if _frozen:
-        return  # once a process: a test process builds many apps, and frozen garbage is never freed
-    _frozen = True
-    gc.collect()
-    gc.freeze()
 
 
 def app_from_environment() -> FastAPI:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +14,9 @@ from vault import Clock, Database, Vault, system_clock
 from verify_api._request_id import RequestIdFilter
 from verify_api.settings import Settings
 
-__all__ = ["configure_logging", "open_vault"]
+__all__ = ["configure_logging", "freeze_startup_objects", "open_vault"]
+
+_frozen = False
 
 
 def configure_logging(settings: Settings) -> None:
@@ -66,3 +69,21 @@ def open_vault(settings: Settings, *, clock: Clock = system_clock, migrate: bool
             backend.close()
     finally:
         db.dispose()
+
+
+def freeze_startup_objects() -> None:
+    """Move everything built at start-up (modules, the app, schemas, the pool) out of the collector's reach.
+
+    For a long-running process once it is set up: a server worker, a bulk import. Such a process
+    holds some 200 000 long-lived objects, and each full collection walked all of them: about 50 ms
+    in a server worker, with every request stalled (the load test's p99 showed it), and 80-100 ms
+    per 5 000 licences in ``issue-bulk`` (a tenth of its time). Frozen objects are never collected,
+    nor scanned; the work's own garbage is collected as before. ``gc.freeze`` is meant for exactly
+    this (the standard library's docs: call it once the process is set up).
+    """
+    global _frozen
+    if _frozen:
+        return  # once a process: a test process builds many apps, and frozen garbage is never freed
+    _frozen = True
+    gc.collect()
+    gc.freeze()

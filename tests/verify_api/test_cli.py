@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -208,6 +209,25 @@ def test_issue_bulk_reports_bad_lines_and_is_rerunnable(ready: Run, tmp_path: Pa
     summary = json.loads(out)
     assert (summary["issued"], summary["already_issued"], summary["failed"]) == (0, 38, 2)
     assert ready("audit", "verify")[0] == 0
+
+
+def test_issue_bulk_takes_the_start_up_heap_out_of_the_collectors_reach(ready: Run, tmp_path: Path) -> None:
+    # In a process of its own: this test process may have frozen its heap already.
+    path = write(tmp_path, "one.jsonl", json.dumps(example_request(), ensure_ascii=False) + "\n")
+    script = (
+        "import gc, sys\n"
+        "from verify_api.cli import main\n"
+        "assert gc.get_freeze_count() == 0\n"
+        f"code = main(['issue-bulk', '--file', {path!r}, '--json'])\n"
+        "sys.stderr.write(f'{code} {gc.get_freeze_count()}')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=dict(os.environ), timeout=120
+    )
+    code, frozen = proc.stderr.split()[-2:]
+    assert proc.returncode == 0 and code == "0", proc.stderr
+    assert json.loads(proc.stdout)["issued"] == 1
+    assert int(frozen) > 10_000  # the modules, the vault, the licence types: tens of thousands of objects
 
 
 def test_entry_point_runs_without_traceback(tmp_path: Path) -> None:
