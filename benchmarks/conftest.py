@@ -111,6 +111,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             mark = ""
             if goal is not None and bench.extra_info.get("role") == "ours":
                 mark = f"  (goal ≥ {goal:.0f}/s: {'met' if pdf_rate >= goal else 'NOT met'})"
-            terminalreporter.write_line(f"{bench.name:<48} {pdf_rate:7.1f} PDFs/s{mark}")
+            unit = "QR codes/s" if (bench.group or "").startswith("qr-") else "PDFs/s"  # as report.py
+            terminalreporter.write_line(f"{bench.name:<48} {pdf_rate:7.1f} {unit}{mark}")
         if bench.extra_info.get("qr_version"):
             terminalreporter.write_line(f"{bench.name:<48} QR version {bench.extra_info['qr_version']}")
