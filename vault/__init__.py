@@ -17,7 +17,7 @@ from vault._audit import AuditEvent, AuditReport
 from vault._audit_checkpoints import Checkpoint
 from vault._clients import SCOPES as CLIENT_SCOPES
 from vault._clients import AuthenticatedClient, ClientInfo, ClientRegistry, InvalidScope, NewClient
-from vault._db import Database, DatabaseConflict, DatabaseError, normalise_database_url
+from vault._db import MAX_READ_THREADS, Database, DatabaseConflict, DatabaseError, normalise_database_url
 from vault._issuance import request_hash
 from vault._key_lifecycle import AffectedReport, CompromiseResult, ReissueResult
 from vault._keys import KEY_PURPOSE_LICENCE, CeremonyRecord, KeyPolicy, KeyState
@@ -49,6 +49,7 @@ __all__ = [
     "CLIENT_SCOPES",
     "KEY_PURPOSE_LICENCE",
     "KEY_PURPOSE_SERVICE_TOKEN",
+    "MAX_READ_THREADS",
     "ROLES",
     "AccessEntry",
     "Accessor",

@@ -111,6 +111,12 @@ _LOCK_HEAD = _READ_HEAD.with_for_update()
 _MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
 
 
+def lock_head(session: Session) -> tuple[int, str]:
+    """Lock the chain head (``SELECT … FOR UPDATE``): the one row every writer serialises on."""
+    head = session.execute(_LOCK_HEAD).one()
+    return int(head.seq), str(head.hash)
+
+
 class AuditLog:
     """Appends to and verifies the chain; never commits (the caller owns the transaction).
 
@@ -123,8 +129,7 @@ class AuditLog:
 
     def lock_head(self, session: Session) -> tuple[int, str]:
         """Lock the chain head (``SELECT … FOR UPDATE``): the one row every writer serialises on."""
-        head = session.execute(_LOCK_HEAD).one()
-        return int(head.seq), str(head.hash)
+        return lock_head(session)
 
     def append(self, session: Session, entry: AuditEntry, *, at: datetime) -> AuditEvent:
         return self.append_many(session, [entry], at=at)[0]
@@ -134,8 +139,7 @@ class AuditLog:
     ) -> list[AuditEvent]:
         if not entries:
             return []
-        head = session.execute(_LOCK_HEAD).one()
-        seq, prev = int(head.seq), str(head.hash)
+        seq, prev = lock_head(session)
         first_seq = seq
         stamp = timestamp_text(at)
         events: list[AuditEvent] = []

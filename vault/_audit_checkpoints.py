@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from hsm import KeyBackend, KeyRef, SignatureAlgorithm
 from signing import CHECKPOINT_TYP, RecordRejected, sign_record, trusted_key_from_jwk, verify_record
-from vault._audit import KEY_PURPOSE_AUDIT, timestamp_text
+from vault._audit import KEY_PURPOSE_AUDIT, lock_head, timestamp_text
 from vault._keys import active_key_of
 from vault._models import AuditCheckpointRecord, AuditHeadRecord, KeyRecord
 
@@ -102,12 +102,10 @@ class CheckpointSigner:
 
     def checkpoint_now(self, session: Session, now: datetime) -> Checkpoint | None:
         """Sign the current head (once per head: a second call returns the same checkpoint)."""
-        head = session.execute(
-            select(AuditHeadRecord.seq, AuditHeadRecord.hash).where(AuditHeadRecord.id == 1).with_for_update()
-        ).one()
-        if head.seq == 0:
+        seq, head_hash = lock_head(session)
+        if seq == 0:
             return None
-        return self.write(session, int(head.seq), head.hash, timestamp_text(now))
+        return self.write(session, seq, head_hash, timestamp_text(now))
 
     @staticmethod
     def latest(session: Session) -> Checkpoint | None:

@@ -52,10 +52,10 @@ from signing import (
     seal_pdf,
     verify_sealed_pdf,
 )
-from vault._audit import AuditEntry, AuditLog
+from vault._audit import AuditEntry, AuditLog, lock_head
 from vault._db import Database
 from vault._keys import KEY_PURPOSE_CA, KEY_PURPOSE_SEAL, KeyRegistry
-from vault._models import AuditHeadRecord, CertificateAuthorityRecord, DepartmentRecord, KeyRecord, SealRecord
+from vault._models import CertificateAuthorityRecord, DepartmentRecord, KeyRecord, SealRecord
 from vault._seal_types import (
     CertificateAuthority,
     Seal,
@@ -112,7 +112,7 @@ class SealRegistry:
         with self._db.write() as s:
             # Serialise concurrent `ca init`s (PostgreSQL; SQLite's BEGIN IMMEDIATE already does):
             # the audit-chain head is the one row every writer locks.
-            s.execute(select(AuditHeadRecord.id).where(AuditHeadRecord.id == 1).with_for_update())
+            lock_head(s)
             existing = self._active_ca_row(s)
             if existing is not None:
                 raise AlreadyExists(

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hsm import BackendConfig
 from schemas.errors import ConfigurationError
-from vault import KEY_PURPOSE_LICENCE, KeyPolicy, SealSettings
+from vault import KEY_PURPOSE_LICENCE, MAX_READ_THREADS, KeyPolicy, SealSettings
 
 __all__ = ["Settings", "load_settings"]
 
@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     db_read_threads: int = Field(
         default=4,
         ge=1,
-        le=64,
+        le=MAX_READ_THREADS,
         description="PostgreSQL: threads (each with its own connection) that run verifications, per worker",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
