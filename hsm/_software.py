@@ -254,6 +254,10 @@ class SoftwareBackend(KeyBackend):
         self._signers: dict[str, tuple[SignatureAlgorithm, PrivateKeyTypes]] = {}
         self._public_keys: dict[str, tuple[SignatureAlgorithm, PublicKeyTypes]] = {}
         self._secrets: dict[str, tuple[SecretPurpose, bytes]] = {}
+        # AESGCM per encryption secret: building one (the key schedule) costs three times an
+        # encryption of a holder ID. The objects are immutable and safe to share between threads.
+        self._aeads: dict[str, AESGCM] = {}
+        self._macs: dict[str, hmac.HMAC] = {}  # keyed HMAC states to copy, for the same reason
         self._kek: bytes | None = None  # the key-encryption key, from the header and the passphrase
         self._kdf: dict[str, int] = {"n": scrypt_n, "r": _KEK_SCRYPT_R, "p": 1}  # until the header says
         try:
@@ -820,17 +824,26 @@ class SoftwareBackend(KeyBackend):
         self._secrets[label] = entry
         return entry
 
+    def _aead(self, label: str) -> AESGCM:
+        aead = self._aeads.get(label)
+        if aead is None:
+            secret = self._secret(label, SecretPurpose.ENCRYPTION)
+            with self._lock:  # not into the cache of a keystore closed meanwhile
+                self._check_open()
+                aead = self._aeads.setdefault(label, AESGCM(secret))
+        return aead
+
     def encrypt(self, label: str, plaintext: bytes, aad: bytes = b"") -> bytes:
-        key = self._secret(label, SecretPurpose.ENCRYPTION)
+        aead = self._aead(label)
         nonce = os.urandom(_NONCE_BYTES)
-        return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+        return nonce + aead.encrypt(nonce, plaintext, aad)
 
     def decrypt(self, label: str, blob: bytes, aad: bytes = b"") -> bytes:
-        key = self._secret(label, SecretPurpose.ENCRYPTION)
+        aead = self._aead(label)
         if len(blob) < _NONCE_BYTES + _TAG_BYTES:
             raise BackendError(f"decryption with secret {label!r} failed: the ciphertext is truncated")
         try:
-            return AESGCM(key).decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], aad)
+            return aead.decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], aad)
         except InvalidTag as exc:
             raise BackendError(
                 f"decryption with secret {label!r} failed: the ciphertext or its associated data "
@@ -838,7 +851,15 @@ class SoftwareBackend(KeyBackend):
             ) from exc
 
     def mac(self, label: str, data: bytes) -> bytes:
-        return hmac.new(self._secret(label, SecretPurpose.MAC), data, hashlib.sha256).digest()
+        keyed = self._macs.get(label)
+        if keyed is None:
+            secret = self._secret(label, SecretPurpose.MAC)
+            with self._lock:  # not into the cache of a keystore closed meanwhile
+                self._check_open()
+                keyed = self._macs.setdefault(label, hmac.new(secret, digestmod=hashlib.sha256))
+        state = keyed.copy()  # the original is never updated, so copies from any thread are fresh
+        state.update(data)
+        return state.digest()
 
     # -- health and lifetime ------------------------------------------------------
 
@@ -855,5 +876,7 @@ class SoftwareBackend(KeyBackend):
             # Python cannot wipe memory; dropping the references is what we can do.
             self._signers.clear()
             self._secrets.clear()
+            self._aeads.clear()
+            self._macs.clear()
             self._public_keys.clear()
             self._kek = None

@@ -177,11 +177,13 @@ def _licence_payload(claims: Mapping[str, Any]) -> bytes:
         raise InvalidInput("the claims would not verify: " + " ".join(problems))
     try:
         # orjson: compact UTF-8 JSON (RFC 8259), the exact form the verifier's fast path
-        # recognises; it refuses non-string keys and integers beyond 64 bits, but would write
-        # NaN and infinities as null, so those are refused first (RFC 8259 §6).
-        if _has_non_finite(claims):
+        # recognises; it refuses non-string keys and integers beyond 64 bits, but writes NaN
+        # and infinities as null, which must be refused (RFC 8259 §6). Only a payload that
+        # holds a null can hide one, so the claims are walked only then.
+        payload = orjson.dumps(claims)
+        if b"null" in payload and _has_non_finite(claims):
             raise ValueError("NaN and infinities are not JSON numbers")
-        return orjson.dumps(claims)
+        return payload
     except (TypeError, ValueError, orjson.JSONEncodeError) as exc:
         raise InvalidInput(f"the licence claims are not JSON: {exc}") from exc
 

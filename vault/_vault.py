@@ -315,11 +315,15 @@ class Vault(LicenceReader, KeyAdministration):
             # batch finds its licence and answers with it (a second conflict is raised).
             return self.issue_batch([item], actor=item.actor)[0]
 
-    def issue_batch(self, items: Sequence[BulkItem], *, actor: str) -> list[BulkOutcome]:
+    def issue_batch(
+        self, items: Sequence[BulkItem], *, actor: str, licences: bool = True
+    ) -> list[BulkOutcome]:
         """Issue many licences in ONE transaction; per-item problems become outcomes, not failures.
 
         Items whose idempotency key was used before come back as the earlier
-        licence (``created=False``) or as an idempotency conflict.
+        licence (``created=False``) or as an idempotency conflict. With
+        ``licences=False`` created outcomes carry the identifier but no ``Licence``
+        (a bulk import, which writes identifiers only, saves building one each).
         """
         now = self.clock()
         year = now.astimezone(CHINA_TIME).year
@@ -391,7 +395,9 @@ class Vault(LicenceReader, KeyAdministration):
                         row,
                         type_name=prepared[position].licence_type.name,
                         issuer_name=prepared[position].issuer_name,
-                    ),
+                    )
+                    if licences
+                    else None,
                     key=prepared[position].key,
                 )
         for index, first in duplicates.items():

@@ -90,7 +90,7 @@ def run_bulk(vault: Vault, args: argparse.Namespace, *, actor: str) -> int:
             if batch or early:
                 # The vault works on this batch (signing, inserting, the durable commit) while
                 # this thread parses the next one; results are still written in line order.
-                future = pool.submit(vault.issue_batch, list(batch), actor=actor)
+                future = pool.submit(vault.issue_batch, list(batch), actor=actor, licences=False)
                 pending = (future, list(early), len(batch) + len(early))
                 batch.clear()
                 early.clear()

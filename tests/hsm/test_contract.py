@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -399,6 +400,25 @@ def test_every_encryption_uses_a_fresh_nonce(backend: KeyBackend) -> None:
     assert len(set(blobs)) == 20
 
 
+def test_secrets_from_many_threads(backend: KeyBackend) -> None:
+    # The server encrypts, decrypts and MACs holder IDs on several threads with one backend.
+    backend.generate_secret("enc", SecretPurpose.ENCRYPTION)
+    backend.generate_secret("mac", SecretPurpose.MAC)
+    expected = {i: backend.mac("mac", f"id-{i}".encode()) for i in range(50)}
+
+    def work(worker: int) -> list[bool]:
+        results = []
+        for i in range(50):
+            plaintext, aad = f"{worker}:{i}".encode() * 3, f"aad-{worker}".encode()
+            results.append(backend.decrypt("enc", backend.encrypt("enc", plaintext, aad), aad) == plaintext)
+            results.append(backend.mac("mac", f"id-{i}".encode()) == expected[i])
+        return results
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = [ok for results in pool.map(work, range(8)) for ok in results]
+    assert len(outcomes) == 800 and all(outcomes)
+
+
 def test_decryption_rejects_altered_input(backend: KeyBackend) -> None:
     backend.generate_secret("enc", SecretPurpose.ENCRYPTION)
     backend.generate_secret("other", SecretPurpose.ENCRYPTION)
@@ -493,8 +513,10 @@ def test_ping_answers(backend: KeyBackend) -> None:
 def test_closed_backend_raises_our_errors(backend: KeyBackend) -> None:
     key = backend.generate_key(ES256, "k")
     backend.generate_secret("s", SecretPurpose.MAC)
+    backend.generate_secret("e", SecretPurpose.ENCRYPTION)
     backend.sign(key, b"warm")
     backend.mac("s", b"warm")
+    blob = backend.encrypt("e", b"warm")  # warm caches must not outlive close
 
     backend.close()
     backend.close()  # idempotent
@@ -505,6 +527,10 @@ def test_closed_backend_raises_our_errors(backend: KeyBackend) -> None:
         backend.sign(key, b"x")
     with pytest.raises(BackendUnavailable):
         backend.mac("s", b"x")
+    with pytest.raises(BackendUnavailable):
+        backend.encrypt("e", b"x")
+    with pytest.raises(BackendUnavailable):
+        backend.decrypt("e", blob)
     with pytest.raises(BackendUnavailable):
         backend.describe_key("k")
     with pytest.raises(YinxinError):

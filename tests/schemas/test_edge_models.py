@@ -167,3 +167,34 @@ def test_validate_licence_request_takes_a_parsed_object() -> None:
     with pytest.raises(InvalidInput) as caught:
         validate_licence_request(_request(holder={"name": " ", "id_type": "111", "id": CITIZEN_ID}))
     assert caught.value.message == "holder.name: String should have at least 1 character"
+
+
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [
+        ({"name": "\ud800"}, "name"),
+        ({"outer": {"\udfff": 1}}, "outer"),
+        ({"list": ["ok", {"deep": "x\ud83d"}]}, "list[1].deep"),
+        # Data orjson cannot encode for another reason (an integer beyond 64 bits, nesting deeper
+        # than it goes) still has its surrogate found by the walk.
+        ({"big": 2**70, "text": "\udc00"}, "text"),
+        ({"nest": json.loads("[" * 300 + '"\\ud800"' + "]" * 300)}, "nest" + "[0]" * 300),
+    ],
+)
+def test_face_data_with_an_unpaired_surrogate_is_refused_anywhere(data: dict[str, Any], where: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        LicenceCreate.model_validate(_request(data=data))
+    [error] = caught.value.errors(include_url=False)
+    assert error["type"] == "string_unicode"
+    assert error["msg"].startswith(f"{where} holds an unpaired UTF-16 surrogate")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"pair": "😀", "name": "张伟"},
+        {"big": 2**70, "nest": json.loads("[" * 300 + '"ok"' + "]" * 300)},
+    ],
+)
+def test_face_data_that_is_text_passes_the_surrogate_check(data: dict[str, Any]) -> None:
+    assert LicenceCreate.model_validate(_request(data=data)).data == data

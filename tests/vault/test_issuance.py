@@ -201,6 +201,14 @@ def test_batch_reports_bad_items_and_issues_the_rest_once(ready_vault: Vault) ->
     assert counts(ready_vault)[0] == 2
 
 
+def test_batch_outcomes_carry_the_licence_unless_asked_not_to(ready_vault: Vault) -> None:
+    [with_licence] = ready_vault.issue_batch([BulkItem(1, example(ready_vault), "a")], actor="t")
+    assert with_licence.licence == ready_vault.get(with_licence.identifier)
+    [bare] = ready_vault.issue_batch([BulkItem(1, example(ready_vault), "b")], actor="t", licences=False)
+    assert bare.created and bare.licence is None and bare.key is not None
+    assert ready_vault.get(bare.identifier).identifier == bare.identifier  # stored all the same
+
+
 def test_timestamps_come_back_timezone_aware_in_utc(ready_vault: Vault) -> None:
     """SQLite has no timezone type: read-back times must still be aware UTC, not naive wall time."""
     from datetime import UTC
