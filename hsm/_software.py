@@ -51,11 +51,11 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from asn1crypto import keys as asn1_keys
 from asn1crypto import pem as asn1_pem
@@ -220,6 +220,13 @@ def _signature(private: PrivateKeyTypes, data: bytes) -> bytes:
     if isinstance(private, rsa.RSAPrivateKey):
         return private.sign(data, _PSS, _SHA256)
     raise BackendError(f"software keystore: a key of type {type(private).__name__} cannot sign")
+
+
+def _hmac_sha256(secret: bytes) -> hmac.HMAC:
+    return hmac.new(secret, digestmod=hashlib.sha256)
+
+
+_Keyed = TypeVar("_Keyed")
 
 
 def _signatures(private: PrivateKeyTypes, messages: Sequence[bytes]) -> list[bytes]:
@@ -824,14 +831,20 @@ class SoftwareBackend(KeyBackend):
         self._secrets[label] = entry
         return entry
 
-    def _aead(self, label: str) -> AESGCM:
-        aead = self._aeads.get(label)
-        if aead is None:
-            secret = self._secret(label, SecretPurpose.ENCRYPTION)
+    def _keyed(
+        self, cache: dict[str, _Keyed], label: str, purpose: SecretPurpose, build: Callable[[bytes], _Keyed]
+    ) -> _Keyed:
+        """The object *build* makes from secret *label* (an AESGCM, a keyed HMAC), made once."""
+        found = cache.get(label)
+        if found is None:
+            secret = self._secret(label, purpose)
             with self._lock:  # not into the cache of a keystore closed meanwhile
                 self._check_open()
-                aead = self._aeads.setdefault(label, AESGCM(secret))
-        return aead
+                found = cache.setdefault(label, build(secret))
+        return found
+
+    def _aead(self, label: str) -> AESGCM:
+        return self._keyed(self._aeads, label, SecretPurpose.ENCRYPTION, AESGCM)
 
     def encrypt(self, label: str, plaintext: bytes, aad: bytes = b"") -> bytes:
         aead = self._aead(label)
@@ -851,12 +864,7 @@ class SoftwareBackend(KeyBackend):
             ) from exc
 
     def mac(self, label: str, data: bytes) -> bytes:
-        keyed = self._macs.get(label)
-        if keyed is None:
-            secret = self._secret(label, SecretPurpose.MAC)
-            with self._lock:  # not into the cache of a keystore closed meanwhile
-                self._check_open()
-                keyed = self._macs.setdefault(label, hmac.new(secret, digestmod=hashlib.sha256))
+        keyed = self._keyed(self._macs, label, SecretPurpose.MAC, _hmac_sha256)
         state = keyed.copy()  # the original is never updated, so copies from any thread are fresh
         state.update(data)
         return state.digest()
