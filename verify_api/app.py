@@ -18,6 +18,7 @@ from verify_api.metrics import Metrics
 from verify_api.middleware import install_middleware
 from verify_api.problems import install_problem_handlers
 from verify_api.routes import ROUTERS
+from verify_api.routes._docs import document_json_bodies
 from verify_api.settings import Settings, load_settings
 from verify_api.wiring import configure_logging, freeze_startup_objects
 
@@ -63,6 +64,7 @@ def create_app(settings: Settings, *, vault: Vault | None = None, clock: Clock =
     install_middleware(app, settings, Metrics(multiprocess_dir=settings.prometheus_multiproc_dir))
     for router in ROUTERS:
         app.include_router(router)
+    document_json_bodies(app)
     return app
 
 

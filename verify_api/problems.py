@@ -146,7 +146,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _yinxin(request: Request, exc: YinxinError) -> JSONResponse:
         if exc.http_status == 503:  # the key backend or the database failed
             return _unavailable(request, exc)
-        return problem_response(exc.http_status, exc.code, exc.message, instance=_instance(request))
+        # A validation error's field list ({field, message} each, as a RequestValidationError's).
+        errors = exc.details.get("errors")
+        extra = {"errors": errors} if isinstance(errors, list) else {}
+        return problem_response(exc.http_status, exc.code, exc.message, instance=_instance(request), **extra)
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:

@@ -189,7 +189,12 @@ def _api_routes(app: FastAPI) -> Iterator[Any]:
 
 
 def _scope_of(route: Any) -> str | None:
-    """The scope a route's ``require_scope`` dependency demands (its name says which)."""
+    """The scope a route's ``require_scope`` dependency demands (its name says which), or the one
+    a route that checks its caller itself is marked with (``verify_api.auth.authorises``)."""
+    marked = getattr(route.endpoint, "required_scope", None)
+    if marked is not None:
+        assert marked in CLIENT_SCOPES, route.path
+        return str(marked)
     pending = list(route.dependant.dependencies)
     while pending:
         dependency = pending.pop()

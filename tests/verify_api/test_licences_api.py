@@ -137,6 +137,87 @@ def test_idempotency_key_replays_and_conflicts(world: World) -> None:
     assert_problem(issue(world, other, **{"Idempotency-Key": "req-1"}), 409, "idempotency_conflict")
 
 
+def test_issue_reads_its_body_like_a_declared_body_parameter(world: World) -> None:
+    """POST /v1/licences reads its own request (the write path's profile, benchmarks/README.md): the
+    caller is checked first, the body is JSON only by its Content-Type and goes through the same
+    strict parser as `yinxin issue-bulk`, and a bad Idempotency-Key is refused before any write."""
+    before = world.vault.verify_audit().events_checked
+    raw = json.dumps(example(BUSINESS)).encode()
+    # No bearer token: 401, whatever the body.
+    no_token = world.api.post("/v1/licences", content=b"{not json", headers={"Content-Type": "text/plain"})
+    assert no_token.status_code == 401 and no_token.headers["www-authenticate"].startswith("Bearer")
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {**world.auth("market"), **({"Content-Type": content_type} if content_type else {})}
+        problem = assert_problem(
+            world.api.post("/v1/licences", content=raw, headers=headers), 422, "invalid_input"
+        )
+        assert "Content-Type: application/json" in problem["detail"], problem
+    json_headers = {**world.auth("market"), "Content-Type": "application/json"}
+    # Duplicate member names: refused (the CLI's parser), not "last one wins".
+    twice = raw[:-1] + b', "issuer": "11110101000000456Q"}'
+    problem = assert_problem(
+        world.api.post("/v1/licences", content=twice, headers=json_headers), 422, "invalid_input"
+    )
+    assert "issuer" in problem["detail"], problem
+    missing = {**example(BUSINESS), "holder": {"id_type": "001", "id": example(BUSINESS)["holder"]["id"]}}
+    problem = assert_problem(issue(world, missing), 422, "invalid_input")
+    assert problem["detail"].startswith("holder.name: "), problem
+    assert {"field": "holder.name", "message": "Field required"} in problem["errors"]
+    for key in ("", "k" * 201):
+        problem = assert_problem(
+            issue(world, example(BUSINESS), **{"Idempotency-Key": key}), 422, "invalid_input"
+        )
+        assert "idempotency key must be 1-200 characters" in problem["detail"], problem
+    assert world.vault.verify_audit().events_checked == before  # nothing was written
+    # The answer is the documented LicencePublic, field for field, as JSON.
+    r = issue(world, example(BUSINESS), **{"Idempotency-Key": "k" * 200})
+    assert r.status_code == 201 and r.headers["content-type"] == "application/json", r.text
+    assert list(r.json()) == [
+        "identifier", "version", "status", "stored_status", "licence_type", "licence_type_name", "issuer",
+        "issuer_name", "holder_name", "holder_id_type", "holder_id_masked", "valid_from", "valid_until",
+        "issued_at", "kid", "data", "token", "links",
+    ]  # fmt: skip
+
+
+def test_openapi_documents_the_issuance_body_and_header(world: World) -> None:
+    spec = world.api.get("/openapi.json").json()
+    operation = spec["paths"]["/v1/licences"]["post"]
+    assert operation["requestBody"]["required"] is True
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/LicenceCreate"}
+    schemas = spec["components"]["schemas"]
+    assert set(schemas["LicenceCreate"]["required"]) == {
+        "licence_type",
+        "issuer",
+        "holder",
+        "data",
+        "valid_from",
+    }
+    assert schemas["LicenceCreate"]["additionalProperties"] is False
+    (header,) = [p for p in operation["parameters"] if p["name"] == "Idempotency-Key"]
+    assert header["in"] == "header" and header["schema"]["maxLength"] == 200
+    for status in ("200", "201"):
+        answer = operation["responses"][status]["content"]["application/json"]["schema"]
+        assert answer == {"$ref": "#/components/schemas/LicencePublic"}
+    # Every reference in the document resolves (a client generator follows them all).
+    refs: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                refs.append(node["$ref"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(spec)
+    assert schemas["LicenceCreate"]["properties"]["holder"] == {"$ref": "#/components/schemas/HolderIn"}
+    for ref in refs:
+        assert ref.startswith("#/components/schemas/") and ref.rsplit("/", 1)[1] in schemas, ref
+
+
 def test_authorisation_rules(world: World) -> None:
     body = example(BUSINESS)
     r = world.api.post("/v1/licences", json=body)

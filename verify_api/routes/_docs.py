@@ -1,10 +1,20 @@
-"""OpenAPI descriptions of the problem+json error responses (RFC 9457), shared by the routes."""
+"""OpenAPI descriptions shared by the routes: the problem+json error responses (RFC 9457), and the
+JSON bodies of routes that read their own body (the hot paths, which skip FastAPI's body solving)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["PROBLEM_SCHEMA", "problem_responses"]
+from fastapi import FastAPI
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+__all__ = ["PROBLEM_SCHEMA", "document_json_bodies", "json_body", "problem_responses"]
+
+_COMPONENT = "#/components/schemas/{model}"
+# The models that json_body() referred to, by name: document_json_bodies() adds their schemas.
+_BODY_MODELS: dict[str, type[BaseModel]] = {}
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -49,3 +59,38 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         for status in statuses
     }
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` for a route that reads and validates its own JSON body as *model*.
+
+    The operation refers to the model by name, as it would for a declared body parameter; the
+    app's OpenAPI document gets the schema (and those of the models it uses) from
+    :func:`document_json_bodies`.
+    """
+    known = _BODY_MODELS.setdefault(model.__name__, model)
+    if known is not model:
+        raise ValueError(f"two request body models are named {model.__name__}")
+    schema = {"$ref": _COMPONENT.format(model=model.__name__)}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def document_json_bodies(app: FastAPI) -> None:
+    """Make *app*'s OpenAPI document hold the schemas that :func:`json_body` operations refer to."""
+    generate: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = generate()  # FastAPI's document, which it also keeps as app.openapi_schema
+            _, found = models_json_schema(
+                [(model, "validation") for model in _BODY_MODELS.values()], ref_template=_COMPONENT
+            )
+            schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+            for name, schema in found.get("$defs", {}).items():
+                if schemas.setdefault(name, schema) != schema:
+                    app.openapi_schema = None
+                    raise ValueError(f"two different schemas are named {name} in the OpenAPI document")
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

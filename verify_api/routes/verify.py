@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from signing import MAX_TOKEN_BYTES
 from vault import Vault
-from verify_api.deps import media_type
+from verify_api.deps import require_json
 from verify_api.ratelimit import rate_limited
 from verify_api.routes._docs import problem_responses
 
@@ -65,7 +65,9 @@ async def verify(request: Request) -> Response:
     database's read threads, each with a connection of its own (``Database.read_executor``).
     """
     await _rate_limit(request)
-    body = _verify_request(media_type(request), await request.body())
+    raw = await request.body()
+    require_json(request)
+    body = _verify_request(raw)
     vault: Vault = request.app.state.vault
     token = body.token.strip()
     if vault.db.in_process:
@@ -80,19 +82,8 @@ async def verify(request: Request) -> Response:
     return Response(orjson.dumps(verdict.as_dict()), media_type="application/json")
 
 
-def _verify_request(media: str, raw: bytes) -> VerifyRequest:
-    """The body (sent as *media*) as a VerifyRequest, or the 422 a declared body parameter would get."""
-    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
-        raise RequestValidationError(
-            [
-                {
-                    "type": "content_type",
-                    "loc": ("body",),
-                    "msg": 'send the body as JSON with "Content-Type: application/json"',
-                    "input": None,
-                }
-            ]
-        )
+def _verify_request(raw: bytes) -> VerifyRequest:
+    """The body as a VerifyRequest, or the 422 a declared body parameter would get."""
     try:
         return VerifyRequest.model_validate_json(raw)
     except ValidationError as exc:
