@@ -148,7 +148,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             return _unavailable(request, exc)
         # A validation error's field list ({field, message} each, as a RequestValidationError's).
         errors = exc.details.get("errors")
-        extra = {"errors": errors} if isinstance(errors, list) else {}
+        extra: dict[str, Any] = {"errors": errors} if isinstance(errors, list) else {}
         return problem_response(exc.http_status, exc.code, exc.message, instance=_instance(request), **extra)
 
     @app.exception_handler(Problem)
