@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -51,39 +51,43 @@ def request_hash(request: LicenceCreate) -> str:
 def allocate_serials(
     session: Session, dialect: str, type_code: str, issuer_code: str, year: int, count: int
 ) -> int:
-    """Reserve *count* consecutive sequence numbers; returns the first."""
-    key = {"c_type": type_code, "c_issuer": issuer_code, "c_year": year}
-    session.execute(_OPEN_COUNTER[dialect], key)
-    last = session.execute(_LOCK_COUNTER, key).scalar_one()
-    if last + count > MAX_SEQUENCE:
+    """Reserve *count* consecutive sequence numbers; returns the first.
+
+    One statement: the counter row is created at *count* or advanced by it, and locked until the
+    transaction ends (an upsert takes the row lock as an UPDATE does). Past the yearly maximum
+    this raises, and the caller's rollback gives the numbers back.
+    """
+    last = session.execute(
+        _RESERVE[dialect], {"c_type": type_code, "c_issuer": issuer_code, "c_year": year, "n": count}
+    ).scalar_one()
+    if last > MAX_SEQUENCE:
         raise InvalidInput(
             f"serial numbers for type {type_code}, issuer {issuer_code}, year {year} are exhausted "
             f"({MAX_SEQUENCE} per year, GB/T 36904)"
         )
-    session.execute(_ADVANCE_COUNTER, {**key, "last": last + count})
-    return int(last + 1)
+    return int(last - count + 1)
 
 
 # Built once (constructing a statement costs more than running it), on the table itself. The
-# parameters are not named after columns: an UPDATE reserves those names for its SET clause.
+# parameters are not named after columns: an INSERT reserves those names for its VALUES.
 _COUNTERS = cast(Table, SerialCounterRecord.__table__)
-_COUNTER_KEY = (
-    _COUNTERS.c.type_code == bindparam("c_type"),
-    _COUNTERS.c.issuer_code == bindparam("c_issuer"),
-    _COUNTERS.c.year == bindparam("c_year"),
-)
-_NEW_COUNTER = {
+_NEW_COUNTER: dict[str, Any] = {
     "type_code": bindparam("c_type"),
     "issuer_code": bindparam("c_issuer"),
     "year": bindparam("c_year"),
-    "last_sequence": 0,
+    "last_sequence": bindparam("n"),
 }
-_OPEN_COUNTER: dict[str, Any] = {
-    "postgresql": pg_insert(_COUNTERS).values(_NEW_COUNTER).on_conflict_do_nothing(),
-    "sqlite": sqlite_insert(_COUNTERS).values(_NEW_COUNTER).on_conflict_do_nothing(),
-}
-_LOCK_COUNTER = select(_COUNTERS.c.last_sequence).where(*_COUNTER_KEY).with_for_update()
-_ADVANCE_COUNTER = update(_COUNTERS).where(*_COUNTER_KEY).values(last_sequence=bindparam("last"))
+
+
+def _reserve(insert: Any) -> Any:
+    stmt = insert(_COUNTERS).values(_NEW_COUNTER)
+    return stmt.on_conflict_do_update(
+        index_elements=[_COUNTERS.c.type_code, _COUNTERS.c.issuer_code, _COUNTERS.c.year],
+        set_={"last_sequence": _COUNTERS.c.last_sequence + stmt.excluded.last_sequence},
+    ).returning(_COUNTERS.c.last_sequence)
+
+
+_RESERVE: dict[str, Any] = {"postgresql": _reserve(pg_insert), "sqlite": _reserve(sqlite_insert)}
 
 
 @dataclass(frozen=True, slots=True)

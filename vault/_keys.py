@@ -160,12 +160,12 @@ _ACTIVE_LICENCE_KEY = (
     .order_by(_KEYS.c.activated_at.desc())
     .limit(1)
 )
-_BUDGET = select(_KEYS.c.max_signatures, _KEYS.c.signature_count).where(_KEYS.c.kid == bindparam("key"))
 _ADD_SIGNATURES = (
     update(_KEYS)
     .where(_KEYS.c.kid == bindparam("key"))
     .values(signature_count=_KEYS.c.signature_count + bindparam("n"))
 )
+_ADD_SIGNATURES_COUNTED = _ADD_SIGNATURES.returning(_KEYS.c.max_signatures, _KEYS.c.signature_count)
 
 
 def usable_problem(row: KeyRecord | Row[Any], now: datetime, count: int = 1) -> str | None:
@@ -323,22 +323,33 @@ class KeyRegistry:
             raise KeyNotUsable(problem + _remedy(row))
         return KeyRef(row.kid, SignatureAlgorithm.parse(row.algorithm))
 
-    def check_budget(self, session: Session, kid: str) -> None:
-        """``KeyNotUsable`` if *kid* has now counted more signatures than its budget allows."""
-        row = session.execute(_BUDGET, {"key": kid}).first()
-        if row is not None and row[0] is not None and int(row[1]) > int(row[0]):
-            record = self.record(session, kid)
-            raise KeyNotUsable(f"key {kid} would pass its budget of {row[0]} signatures{_remedy(record)}")
+    def count_signatures(
+        self, session: Session, counts: Mapping[str, int], *, within_budget: bool = False
+    ) -> None:
+        """Add to each key's signature count, in the transaction that stores what was signed.
 
-    def count_signatures(self, session: Session, counts: Mapping[str, int]) -> None:
-        """Add to each key's signature count, in the transaction that stores what was signed."""
-        if counts:
+        With *within_budget*, a key that has now counted more signatures than its budget allows
+        raises ``KeyNotUsable`` (the caller's rollback undoes the count): each key's new count
+        comes back from its UPDATE, with no second statement to read it.
+        """
+        if not counts:
+            return
+        passed: list[tuple[str, int]] = []  # (kid, budget) of keys now past their budget
+        if within_budget:
+            for kid, n in counts.items():
+                row = session.execute(_ADD_SIGNATURES_COUNTED, {"key": kid, "n": n}).first()
+                if row is not None and row[0] is not None and int(row[1]) > int(row[0]):
+                    passed.append((kid, int(row[0])))
+        else:
             session.execute(_ADD_SIGNATURES, [{"key": kid, "n": n} for kid, n in counts.items()])
-            # A Core UPDATE leaves objects already loaded in this session as they were: their
-            # count is read again on next use.
-            for obj in list(session.identity_map.values()):
-                if isinstance(obj, KeyRecord) and obj.kid in counts:
-                    session.expire(obj, ["signature_count"])
+        # A Core UPDATE leaves objects already loaded in this session as they were: their
+        # count is read again on next use.
+        for obj in list(session.identity_map.values()):
+            if isinstance(obj, KeyRecord) and obj.kid in counts:
+                session.expire(obj, ["signature_count"])
+        for kid, budget in passed:
+            record = self.record(session, kid)
+            raise KeyNotUsable(f"key {kid} would pass its budget of {budget} signatures{_remedy(record)}")
 
     def active_key(
         self, session: Session, department_code: str, *, now: datetime | None = None, count: int = 1

@@ -427,11 +427,8 @@ class Vault(LicenceReader, KeyAdministration):
         ]
 
     def _count_signatures(self, s: Session, prepared: Sequence[PreparedLicence], now: Any) -> None:
-        counts = Counter(p.key.kid for p in prepared)
-        self.keys.count_signatures(s, counts)
-        for kid in counts:
-            # A key with a signature budget must not pass it: the whole batch rolls back if it would.
-            self.keys.check_budget(s, kid)
+        # A key with a signature budget must not pass it: the whole batch rolls back if it would.
+        self.keys.count_signatures(s, Counter(p.key.kid for p in prepared), within_budget=True)
 
     def _existing_for_keys(
         self, s: Session, items: Sequence[BulkItem]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from joserfc import jws
 from joserfc.jwk import KeySet
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
 from hsm import SignatureAlgorithm
 from schemas import LicenceCreate, LicenceIdentifier
@@ -23,7 +23,7 @@ from schemas.errors import (
 from signing import jwks_document
 from tests._builders import example
 from vault import BulkItem, Vault
-from vault._models import AuditEventRecord, LicenceRecord
+from vault._models import AuditEventRecord, LicenceRecord, SerialCounterRecord
 
 
 def counts(vault: Vault) -> tuple[int, int]:
@@ -72,6 +72,29 @@ def test_serials_are_sequential_per_type_issuer_and_year(ready_vault: Vault) -> 
     other = example(ready_vault, "111")
     first_other = LicenceIdentifier.parse(ready_vault.issue(other, actor="t").licence.identifier)
     assert first_other.sequence == 1  # another type/issuer has its own counter
+
+
+def test_a_batch_past_the_yearly_maximum_is_refused_whole_and_takes_no_number(ready_vault: Vault) -> None:
+    """GB/T 36904 gives a type, issuer and year 9 999 999 serials: a batch that would pass the last
+    one stores nothing, and the counter stays where it was."""
+    request = example(ready_vault)
+    first = LicenceIdentifier.parse(ready_vault.issue(request, actor="t").licence.identifier)
+    counter = (
+        SerialCounterRecord.type_code == request.licence_type,
+        SerialCounterRecord.issuer_code == request.issuer,
+        SerialCounterRecord.year == first.year,
+    )
+    with ready_vault.db.write() as s:
+        s.execute(update(SerialCounterRecord).where(*counter).values(last_sequence=9_999_998))
+    before = counts(ready_vault)
+    items = [BulkItem(n, example(ready_vault), None) for n in (1, 2)]
+    with pytest.raises(InvalidInput, match="exhausted"):
+        ready_vault.issue_batch(items, actor="t")
+    assert counts(ready_vault) == before
+    with ready_vault.db.read() as s:
+        assert s.execute(select(SerialCounterRecord.last_sequence).where(*counter)).scalar_one() == 9_999_998
+    last = ready_vault.issue(example(ready_vault), actor="t").licence
+    assert LicenceIdentifier.parse(last.identifier).sequence == 9999999
 
 
 def test_citizen_id_is_masked_in_token_and_encrypted_at_rest(ready_vault: Vault) -> None:

@@ -320,12 +320,11 @@ def test_counting_signatures_refreshes_a_key_already_loaded_in_the_session(
         vault.keys.count_signatures(s, {kid: 4})
         assert loaded.signature_count == 4
         assert untouched.signature_count == 0
-        vault.keys.count_signatures(s, {kid: 1, other: 2})
+        vault.keys.count_signatures(s, {kid: 1, other: 2}, within_budget=True)  # 5 of 10: within
         assert (loaded.signature_count, untouched.signature_count) == (5, 2)
-        vault.keys.check_budget(s, kid)  # 5 of 10: within
-        vault.keys.count_signatures(s, {kid: 6})
         with pytest.raises(KeyNotUsable, match=f"{kid} would pass its budget of 10 signatures"):
-            vault.keys.check_budget(s, kid)
+            vault.keys.count_signatures(s, {kid: 6}, within_budget=True)
+        assert loaded.signature_count == 11  # counted in this transaction, which the caller rolls back
         s.rollback()
     assert vault.key_details(kid)[0].signature_count == 0
 
