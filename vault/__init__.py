@@ -40,7 +40,7 @@ from vault._types import (
     Verdict,
     system_clock,
 )
-from vault._vault import BulkItem, Vault
+from vault._vault import MAX_IDEMPOTENCY_KEY, BulkItem, Vault
 
 __all__ = [
     "APPROVAL_OPERATIONS",
@@ -49,6 +49,7 @@ __all__ = [
     "CLIENT_SCOPES",
     "KEY_PURPOSE_LICENCE",
     "KEY_PURPOSE_SERVICE_TOKEN",
+    "MAX_IDEMPOTENCY_KEY",
     "MAX_READ_THREADS",
     "ROLES",
     "AccessEntry",

@@ -102,6 +102,9 @@ _DEPARTMENT_NAME = select(DepartmentRecord.__table__.c.name).where(
 )
 
 
+MAX_IDEMPOTENCY_KEY = 200  # characters: the licences.idempotency_key column's length
+
+
 @dataclass(frozen=True, slots=True)
 class BulkItem:
     line: int
@@ -293,8 +296,8 @@ class Vault(LicenceReader, KeyAdministration):
         :mod:`vault._group_commit`): each returns once its licence is committed, with the
         outcome it would have had alone.
         """
-        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
-            raise InvalidInput("idempotency key must be 1-200 characters")
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+            raise InvalidInput(f"idempotency key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
         item = BulkItem(0, request, idempotency_key, actor=actor)
         outcome = self._group_commit.submit(item)
         if outcome is None:  # the group met a conflicting commit of another process

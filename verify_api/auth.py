@@ -203,13 +203,17 @@ def _kid_of(exc: InvalidAccessToken) -> str | None:
     return kid if isinstance(kid, str) else None
 
 
+def _check_scope(scope: str) -> None:
+    if scope not in SCOPES:
+        raise InvalidInput(f"unknown scope {scope!r}: use one of {', '.join(sorted(SCOPES))}")
+
+
 def require_scope(scope: str) -> Callable[[Request], Principal]:
     """A dependency that admits callers whose access token grants *scope*; it returns the caller.
 
     Use it as ``Annotated[Principal, Depends(require_scope("licence:read"))]``.
     """
-    if scope not in SCOPES:
-        raise InvalidInput(f"unknown scope {scope!r}: use one of {', '.join(sorted(SCOPES))}")
+    _check_scope(scope)
 
     def dependency(request: Request) -> Principal:
         return authorise(request, scope)
@@ -225,8 +229,7 @@ def authorises(scope: str) -> Callable[[Endpoint], Endpoint]:
     ``require_scope`` dependency's name is to whatever reads the routes, such as the security
     tests, which then send the route every kind of bad token.
     """
-    if scope not in SCOPES:
-        raise InvalidInput(f"unknown scope {scope!r}: use one of {', '.join(sorted(SCOPES))}")
+    _check_scope(scope)
 
     def mark(endpoint: Endpoint) -> Endpoint:
         setattr(endpoint, "required_scope", scope)  # noqa: B010 (a function has no declared attribute)

@@ -20,7 +20,7 @@ from hsm import KeyRef
 from schemas import LicenceCreate, parse_licence_request
 from schemas.errors import YinxinError
 from signing import presentation_url
-from vault import Accessor, Licence, Vault, presentation_for
+from vault import MAX_IDEMPOTENCY_KEY, Accessor, Licence, Vault, presentation_for
 from verify_api.auth import Principal, authorise, authorises, require_own_department, require_scope
 from verify_api.deps import VaultDep, require_json
 from verify_api.routes._docs import json_body, problem_responses
@@ -30,7 +30,6 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1", tags=["licences"])
 
 ISSUE_SCOPE = "licence:issue"
-MAX_IDEMPOTENCY_KEY = 200  # characters, as Vault.issue checks
 
 IDENTIFIER_PATH = Path(min_length=20, max_length=128, description="GB/T 36904 licence identifier")
 PURPOSE_QUERY = Query(
@@ -177,7 +176,7 @@ def _issue(request: Request, raw: bytes) -> Response:
     body = parse_licence_request(raw, max_bytes=request.app.state.settings.max_body_bytes)
     require_own_department(principal, body.issuer)
     vault: Vault = request.app.state.vault
-    # Vault.issue checks the key's length (1-200 characters) before anything is written.
+    # Vault.issue checks the key's length (MAX_IDEMPOTENCY_KEY) before anything is written.
     idempotency_key = request.headers.get("idempotency-key")
     result = vault.issue(body, idempotency_key=idempotency_key, actor=f"client:{principal.client_id}")
     headers = {"Location": f"/v1/licences/{result.licence.identifier}"}
