@@ -11,6 +11,7 @@ the serial counter and the audit head.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import operator
 import sqlite3
@@ -33,6 +34,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLA
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.errors import ConfigurationError, YinxinError
+from vault._batched_read import BatchedRead
 
 __all__ = [
     "Database",
@@ -50,7 +52,7 @@ _PG_CONNECT_TIMEOUT_SECONDS = 5
 _THREAD_CACHE_KIB = 4096
 WAL_BACKSTOP_PAGES = 4000  # SQLite: a writer checkpoints itself past this many WAL pages (16 MiB)
 _CHECKPOINTER_IDLE_SECONDS = 30.0
-READ_THREADS = 4  # per process, for a network database (Database.read_executor), by default
+READ_THREADS = 4  # per process and network database: batched_read's connections, read_executor's threads
 MAX_READ_THREADS = 64
 
 
@@ -119,6 +121,7 @@ class Database:
         else:
             raise ConfigurationError(f"database {self.dialect!r} is not supported: use SQLite or PostgreSQL")
         self.engine: Engine = create_engine(url, **kwargs)
+        self.connect_args: dict[str, Any] = dict(kwargs.get("connect_args", {}))
         self._checkpointer: _WalCheckpointer | None = None
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
@@ -136,6 +139,10 @@ class Database:
         self._held_lock = threading.Lock()
         self._generation = 0
         self._read_executor: ThreadPoolExecutor | None = None
+        # PostgreSQL: batched reads on the event loop, per loop and statement (batched_read()).
+        self._batched: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, BatchedRead]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -153,6 +160,28 @@ class Database:
     def prepare(self, statement: Select[Any]) -> PreparedRead:
         """*statement* compiled once for this database, to run with :meth:`PreparedRead.first`."""
         return PreparedRead(self, statement)
+
+    def batched_read(self, statement: Select[Any], *, key_column: str, param: str = "keys") -> BatchedRead:
+        """A network database: *statement*'s rows by key for coroutines of the running event loop,
+        gathered into one round trip per free connection (:class:`BatchedRead`; ``read_threads``
+        connections per loop). *statement* is a :func:`batch_statement`; one reader per statement.
+        """
+        loop = asyncio.get_running_loop()
+        readers = self._batched.get(loop)
+        if readers is None:
+            readers = self._batched[loop] = {}
+        reader = readers.get(statement)
+        if reader is None:
+            reader = readers[statement] = BatchedRead(
+                self, statement, key_column=key_column, param=param, connections=self.read_threads
+            )
+        return reader
+
+    async def aclose_batched_reads(self) -> None:
+        """Close the running event loop's batched-read connections (an app's shutdown)."""
+        readers = self._batched.pop(asyncio.get_running_loop(), {})
+        for reader in readers.values():
+            await reader.aclose()
 
     @contextmanager
     def _session(self, factory: sessionmaker[Session]) -> Iterator[Session]:
@@ -247,11 +276,12 @@ class Database:
         return connection
 
     def read_executor(self) -> Executor:
-        """PostgreSQL: the few threads that run hot reads, each on its own connection (created once).
+        """PostgreSQL: the few threads that run verification's blocking reads (created once).
 
-        A request that must not block the event loop hands its read to one of these threads rather
-        than to the server's general thread pool: the number of connections they hold stays small
-        and known (``read_threads`` per process, ``YINXIN_DB_READ_THREADS``) whatever the pool's size.
+        Verification awaits its look-ups on :meth:`batched_read`'s connections; what it cannot await
+        (a trust store re-read, the rare verdicts that read more) it hands to one of these threads
+        rather than to the server's general thread pool, so the connections they hold stay few and
+        known (``read_threads`` per process, ``YINXIN_DB_READ_THREADS``) whatever the pool's size.
         """
         with self._held_lock:
             if self._read_executor is None:

@@ -7,6 +7,7 @@ licence types and clock); split out so each module keeps to one concern.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from sqlalchemy import bindparam, inspect, select
 from sqlalchemy.orm import Session
@@ -15,6 +16,7 @@ from hsm import KeyBackend
 from schemas import LicenceIdentifier, LicenceTypeRegistry, mask_holder_id, validate_citizen_id, validate_uscc
 from schemas.errors import InvalidInput, LicenceNotFound, YinxinError
 from vault._access import AccessEntry, Accessor, check_purpose, list_access, record_access
+from vault._batched_read import batch_statement
 from vault._db import Database, PreparedRead
 from vault._issuance import HOLDER_ENCRYPTION_LABEL, holder_index
 from vault._models import DepartmentRecord, LicenceRecord, StatusChangeRecord
@@ -32,29 +34,28 @@ _LAST_REASON = (
 )
 
 # What verification reads of a licence, its issuer's name and the reason of its last status change,
-# in one statement (compiled once per database by Database.prepare).
-_VERIFICATION_LOOKUP = (
-    select(
-        LicenceRecord.identifier,
-        LicenceRecord.version,
-        LicenceRecord.type_code,
-        LicenceRecord.issuer_code,
-        DepartmentRecord.name.label("issuer_name"),
-        LicenceRecord.holder_name,
-        LicenceRecord.holder_id_type,
-        LicenceRecord.holder_id_masked,
-        LicenceRecord.data,
-        LicenceRecord.valid_from,
-        LicenceRecord.valid_until,
-        LicenceRecord.issued_at,
-        LicenceRecord.kid,
-        LicenceRecord.token,
-        LicenceRecord.status,
-        _LAST_REASON.label("last_reason"),
-    )
-    .outerjoin(DepartmentRecord, DepartmentRecord.code == LicenceRecord.issuer_code)
-    .where(LicenceRecord.identifier == bindparam("identifier"))
-)
+# in one statement (compiled once per database by Database.prepare; on PostgreSQL for many licences
+# at once by Database.batched_read).
+_VERIFICATION_READ = select(
+    LicenceRecord.identifier,
+    LicenceRecord.version,
+    LicenceRecord.type_code,
+    LicenceRecord.issuer_code,
+    DepartmentRecord.name.label("issuer_name"),
+    LicenceRecord.holder_name,
+    LicenceRecord.holder_id_type,
+    LicenceRecord.holder_id_masked,
+    LicenceRecord.data,
+    LicenceRecord.valid_from,
+    LicenceRecord.valid_until,
+    LicenceRecord.issued_at,
+    LicenceRecord.kid,
+    LicenceRecord.token,
+    LicenceRecord.status,
+    _LAST_REASON.label("last_reason"),
+).outerjoin(DepartmentRecord, DepartmentRecord.code == LicenceRecord.issuer_code)
+_VERIFICATION_LOOKUP = _VERIFICATION_READ.where(LicenceRecord.identifier == bindparam("identifier"))
+_VERIFICATION_BATCH = batch_statement(_VERIFICATION_READ, LicenceRecord.identifier, "identifiers")
 
 
 # A licence record's column attributes by name: what Licence.from_row reads from an ORM object.
@@ -167,7 +168,15 @@ class LicenceReader:
         lookup = self._verification_lookup
         if lookup is None:
             lookup = self._verification_lookup = self.db.prepare(_VERIFICATION_LOOKUP)
-        row = lookup.first(identifier=identifier)
+        return self._verification_result(lookup.first(identifier=identifier))
+
+    async def _licence_for_verification_async(self, identifier: str) -> tuple[Licence | None, str]:
+        """:meth:`_licence_for_verification` for a coroutine on a network database: the read runs on
+        the event loop, batched with the other requests' (``Database.batched_read``)."""
+        reader = self.db.batched_read(_VERIFICATION_BATCH, key_column="identifier", param="identifiers")
+        return self._verification_result(await reader.get(identifier))
+
+    def _verification_result(self, row: dict[str, Any] | None) -> tuple[Licence | None, str]:
         if row is None:
             return None, ""
         licence = Licence.from_row(

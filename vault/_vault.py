@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import threading
@@ -9,7 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -32,7 +33,7 @@ from schemas.errors import (
     LicenceNotFound,
     YinxinError,
 )
-from signing import MAX_TOKEN_BYTES, TrustStore, b64url_decode, verify_token
+from signing import MAX_TOKEN_BYTES, TokenVerdict, TrustStore, b64url_decode, verify_token
 from vault._administration import KeyAdministration
 from vault._approvals import ApprovalBook
 from vault._audit import AuditEntry, AuditEvent, AuditLog
@@ -77,6 +78,8 @@ __all__ = ["BulkItem", "Vault"]
 log = logging.getLogger("yinxin.vault")
 
 MAX_REASON_CHARS = 500
+# A token naming a key this process's trust store lacks re-reads the store, at most this often.
+UNKNOWN_KEY_REFRESH_SECONDS = 1.0
 
 # Allowed status transitions (target → allowed sources). Revocation is final.
 _TRANSITIONS: dict[str, tuple[str, ...]] = {
@@ -267,6 +270,23 @@ class Vault(LicenceReader, KeyAdministration):
                     self._compromised = self.keys.compromised(s)
                 self._trust_loaded = time.monotonic()
             return self._trust
+
+    def _refresh_for_unknown_key(self) -> bool:
+        """Re-read the trust store for a token naming a key it lacks, unless it was read less than
+        ``UNKNOWN_KEY_REFRESH_SECONDS`` ago: tokens naming made-up keys cost at most one registry
+        read a second, not one each. Returns whether it was re-read."""
+        with self._trust_lock:
+            if time.monotonic() - self._trust_loaded < UNKNOWN_KEY_REFRESH_SECONDS:
+                return False
+        self.trust_store(refresh=True)
+        return True
+
+    def _fresh_trust_store(self) -> TrustStore | None:
+        """The cached trust store if it needs no refresh now (no database read), else None."""
+        trust = self._trust
+        if trust is None or time.monotonic() - self._trust_loaded > self._trust_refresh:
+            return None
+        return trust
 
     def compromised_key(self, kid: str | None) -> KeyInfo | None:
         """The registry entry of *kid* if it is a compromised licence key (as of the trust store)."""
@@ -516,21 +536,52 @@ class Vault(LicenceReader, KeyAdministration):
     def verify(self, token: str | bytes) -> Verdict:
         """Signature, key, time and live status; never raises for a bad token."""
         now = self.clock()
-        trust = self.trust_store()
+        tv = verify_token(token, self.trust_store(), now=now)
+        if signature_holds(tv):
+            licence, last_reason = self._licence_for_verification(_licence_id(tv))
+            return judge(tv, token, licence, last_reason, now)
+        return self._unheld_verdict(tv, token, now)
+
+    async def verify_async(self, token: str | bytes) -> Verdict:
+        """:meth:`verify` for a coroutine, without blocking its event loop on a network database.
+
+        On SQLite this is :meth:`verify` itself (the read is an in-process call of tens of
+        microseconds). On PostgreSQL the common case, a token whose signature holds under a trust
+        store this process has loaded recently, runs on the event loop, its licence read batched
+        with other requests' (one round trip for all of them, ``Database.batched_read``). What needs
+        a blocking read (a trust store due for its periodic re-read; a token whose signature does not
+        hold, which may name a key another process added, or a compromised one) runs on one of the
+        database's read threads.
+        """
+        if self.db.in_process:
+            return self.verify(token)  # SQLite: tens of microseconds in this process, no round trip
+        loop = asyncio.get_running_loop()
+        trust = self._fresh_trust_store()
+        if trust is None:  # due for a re-read (every trust_refresh_seconds): a blocking read
+            trust = await loop.run_in_executor(self.db.read_executor(), self.trust_store)
+        now = self.clock()
         tv = verify_token(token, trust, now=now)
-        if "unknown_key" in tv.codes and tv.kid is not None:
-            # Another process may have added the key since this one cached the trust store.
-            trust = self.trust_store(refresh=True)
-            if trust.get(tv.kid) is not None:
-                tv = verify_token(token, trust, now=now)
         if not signature_holds(tv):
-            claimed_kid = unverified_member(token, 0, "kid") if "unknown_key" in tv.codes else None
-            compromised = self.compromised_key(claimed_kid)
-            if compromised is not None:
-                return self.compromised_verdict(compromised, token, now)
-            return judge(tv, token, None, "", now)
-        licence, last_reason = self._licence_for_verification(str((tv.claims or {}).get("jti", "")))
+            return await loop.run_in_executor(self.db.read_executor(), self._unheld_verdict, tv, token, now)
+        licence, last_reason = await self._licence_for_verification_async(_licence_id(tv))
         return judge(tv, token, licence, last_reason, now)
+
+    def _unheld_verdict(self, tv: TokenVerdict, token: str | bytes, now: datetime) -> Verdict:
+        """The verdict on a token whose signature did not hold under the cached trust store."""
+        claimed_kid = unverified_member(token, 0, "kid") if "unknown_key" in tv.codes else None
+        if claimed_kid is not None and self._refresh_for_unknown_key():
+            # Another process (a worker, the CLI) may have added the key since this one cached the
+            # trust store. The kid is the header's, unverified: it only decides whether to look.
+            trust = self.trust_store()
+            if trust.get(claimed_kid) is not None:
+                tv = verify_token(token, trust, now=now)
+                if signature_holds(tv):
+                    licence, last_reason = self._licence_for_verification(_licence_id(tv))
+                    return judge(tv, token, licence, last_reason, now)
+        compromised = self.compromised_key(claimed_kid)
+        if compromised is not None:
+            return self.compromised_verdict(compromised, token, now)
+        return judge(tv, token, None, "", now)
 
     def compromised_verdict(self, key: KeyInfo, presented: str | bytes, now: Any) -> Verdict:
         """Invalid: signed by a compromised key. Names the re-issued version when the token is ours."""
@@ -587,6 +638,10 @@ def unverified_member(token: str | bytes, part: int, name: str) -> str | None:
     except (orjson.JSONDecodeError, AttributeError):
         return None
     return value if isinstance(value, str) and len(value) <= 128 else None
+
+
+def _licence_id(tv: TokenVerdict) -> str:
+    return str((tv.claims or {}).get("jti", ""))
 
 
 def _department_code(code: str) -> str:

@@ -34,7 +34,10 @@ def create_app(settings: Settings, *, vault: Vault | None = None, clock: Clock =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if vault is not None:
             app.state.vault = vault
-            yield
+            try:
+                yield
+            finally:
+                await vault.db.aclose_batched_reads()  # this event loop's; the vault is the caller's
             return
         db = Database(settings.resolved_database_url(), read_threads=settings.db_read_threads)
         backend = open_backend(settings.backend_config())
@@ -44,6 +47,7 @@ def create_app(settings: Settings, *, vault: Vault | None = None, clock: Clock =
         try:
             yield
         finally:
+            await db.aclose_batched_reads()
             backend.close()
             db.dispose()
 

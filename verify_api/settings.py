@@ -41,7 +41,8 @@ class Settings(BaseSettings):
         default=4,
         ge=1,
         le=MAX_READ_THREADS,
-        description="PostgreSQL: threads (each with its own connection) that run verifications, per worker",
+        description="PostgreSQL, per worker: the asynchronous connections verifications read on, "
+        "and the threads for their rare blocking reads",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     public_url: str = Field(

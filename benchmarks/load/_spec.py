@@ -3,9 +3,10 @@
 Scenarios (docs/api.md):
 
 - ``healthz``: ``GET /healthz``, the framework's ceiling (routing, middleware, JSON; no database).
-- ``verify``: ``POST /v1/verify`` with ``{"token": …}``, a real licence token issued at setup; public,
-  rate-limited per client address; the answer must say ``"valid":true`` (signature, claims, live
-  status from the database).
+- ``verify``: ``POST /v1/verify`` with ``{"token": …}``, one of ``VERIFY_LICENCES`` real licence
+  tokens issued at setup, each request the next (so concurrent requests ask about different
+  licences); public, rate-limited per client address; the answer must say ``"valid":true``
+  (signature, claims, live status from the database).
 - ``issue``: ``POST /v1/licences`` with a bearer token of a ``licence:issue`` client (fetched once
   per server through ``/v1/oauth/token``), a unique ``Idempotency-Key`` and a unique holder name per
   request, so every request is a real, durable issuance (serial, signature, row, audit event).
@@ -21,13 +22,16 @@ import httpx
 
 from schemas import load_licence_types
 
-__all__ = ["SCENARIOS", "LoadResult", "RequestSpec", "client_addresses", "scenario_spec"]
+__all__ = ["SCENARIOS", "VERIFY_LICENCES", "LoadResult", "RequestSpec", "client_addresses", "scenario_spec"]
 
 SCENARIOS = ("healthz", "verify", "issue")
 # The licence type the issuing demo client (market regulator) may issue: its example's issuer is
 # that client's department (schemas/licence_types/, verify_api._demo).
 BUSINESS_TYPE = "11100000000013101Q001"
 _UNIQUE = "@@UNIQUE@@"
+# Distinct licences the verify scenario presents, in turn: as many as connections by default, so
+# the requests in flight at any moment ask about different licences, as real verifiers do.
+VERIFY_LICENCES = 64
 
 
 def client_addresses(count: int) -> tuple[str, ...]:
@@ -42,13 +46,17 @@ class RequestSpec:
     headers: dict[str, str]
     clients: tuple[str, ...]  # sent as X-Forwarded-For, cycled per request
     body: str | None = None  # the same body on every request
+    bodies: tuple[str, ...] = ()  # or one of these, each request the next
     body_template: tuple[str, str] | None = None  # prefix, suffix: a unique string goes between them
     idempotency: bool = False  # a unique Idempotency-Key per request
     expect: str | None = None  # a substring every 2xx answer must contain
 
-    def body_for(self, unique: str) -> str | None:
+    def body_for(self, unique: str, sent: int = 0) -> str | None:
+        """The body of a connection's request number *sent* (0, 1, …), *unique* to this request."""
         if self.body_template is not None:
             return self.body_template[0] + unique + self.body_template[1]
+        if self.bodies:
+            return self.bodies[sent % len(self.bodies)]
         return self.body
 
 
@@ -77,37 +85,41 @@ def _issue_body(tag: str) -> tuple[str, str]:
     return prefix + tag + "-", suffix
 
 
-def issue_one(base: str, bearer: str, tag: str) -> dict[str, Any]:
-    """Issue one licence through the API (setup: the token the verify scenario presents)."""
+def issue_licences(base: str, bearer: str, tag: str, count: int = 1) -> list[dict[str, Any]]:
+    """Issue *count* licences through the API (setup: the tokens the verify scenario presents);
+    each must verify as valid before the run starts."""
     prefix, suffix = _issue_body(tag)
-    reply = httpx.post(
-        base + "/v1/licences",
-        content=(prefix + "setup" + suffix).encode(),
-        headers={
-            "Authorization": f"Bearer {bearer}",
-            "Content-Type": "application/json",
-            "Idempotency-Key": f"{tag}-setup",
-        },
-        timeout=30.0,
-    )
-    if reply.status_code != 201:
-        raise RuntimeError(f"setup issuance failed: {reply.status_code} {reply.text[:500]}")
-    licence: dict[str, Any] = reply.json()
-    check = httpx.post(base + "/v1/verify", json={"token": licence["token"]}, timeout=30.0)
-    if check.status_code != 200 or check.json().get("valid") is not True:
-        raise RuntimeError(f"the setup licence does not verify: {check.status_code} {check.text[:500]}")
-    return licence
+    licences: list[dict[str, Any]] = []
+    with httpx.Client(base_url=base, timeout=30.0) as client:
+        for number in range(count):
+            reply = client.post(
+                "/v1/licences",
+                content=(prefix + f"setup-{number}" + suffix).encode(),
+                headers={
+                    "Authorization": f"Bearer {bearer}",
+                    "Content-Type": "application/json",
+                    "Idempotency-Key": f"{tag}-setup-{number}",
+                },
+            )
+            if reply.status_code != 201:
+                raise RuntimeError(f"setup issuance failed: {reply.status_code} {reply.text[:500]}")
+            licence: dict[str, Any] = reply.json()
+            check = client.post("/v1/verify", json={"token": licence["token"]})
+            if check.status_code != 200 or check.json().get("valid") is not True:
+                raise RuntimeError(f"a setup licence does not verify: {check.status_code} {check.text[:500]}")
+            licences.append(licence)
+    return licences
 
 
 def scenario_spec(
-    name: str, *, clients: tuple[str, ...], licence_token: str, bearer: str, tag: str
+    name: str, *, clients: tuple[str, ...], licence_tokens: tuple[str, ...], bearer: str, tag: str
 ) -> RequestSpec:
     json_headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if name == "healthz":
         return RequestSpec("GET", "/healthz", {}, clients, expect='"ok"')
     if name == "verify":
-        body = json.dumps({"token": licence_token}, separators=(",", ":"))
-        return RequestSpec("POST", "/v1/verify", json_headers, clients, body=body, expect='"valid":true')
+        bodies = tuple(json.dumps({"token": token}, separators=(",", ":")) for token in licence_tokens)
+        return RequestSpec("POST", "/v1/verify", json_headers, clients, bodies=bodies, expect='"valid":true')
     if name == "issue":
         return RequestSpec(
             "POST",

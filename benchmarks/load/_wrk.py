@@ -59,6 +59,8 @@ def _lua_spec(spec: RequestSpec, limit: int, run_id: str) -> str:
     if spec.body_template is not None:
         lines.append(f"  body_prefix = {_lua_string(spec.body_template[0])},")
         lines.append(f"  body_suffix = {_lua_string(spec.body_template[1])},")
+    elif spec.bodies:
+        lines.append(f"  bodies = {{{', '.join(_lua_string(body) for body in spec.bodies)}}},")
     elif spec.body is not None:
         lines.append(f"  body = {_lua_string(spec.body)},")
     lines.append("}")

@@ -44,10 +44,11 @@ from benchmarks.load._profile import Profiler, find_pyspy
 from benchmarks.load._server import RATE_LIMIT_ENV, Deployment, Server, access_token, postgres_database
 from benchmarks.load._spec import (
     SCENARIOS,
+    VERIFY_LICENCES,
     LoadResult,
     RequestSpec,
     client_addresses,
-    issue_one,
+    issue_licences,
     scenario_spec,
 )
 from benchmarks.load._wrk import find_wrk, run_wrk
@@ -302,12 +303,12 @@ def main(argv: list[str] | None = None) -> int:
                     with deployment.serve(workers) as server:
                         bearer = access_token(server.base, deployment.issuer)
                         tag = f"{stamp}-{db}-w{workers}"
-                        licence = issue_one(server.base, bearer, tag)
+                        licences = issue_licences(server.base, bearer, tag, VERIFY_LICENCES)
                         for scenario in args.scenario:
                             spec = scenario_spec(
                                 scenario,
                                 clients=clients,
-                                licence_token=licence["token"],
+                                licence_tokens=tuple(licence["token"] for licence in licences),
                                 bearer=bearer,
                                 tag=f"{tag}-{scenario}",
                             )

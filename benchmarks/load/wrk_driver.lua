@@ -2,8 +2,8 @@
 --
 -- The run's specification is a Lua file named by YINXIN_LOAD_SPEC, written by _wrk.py:
 --   method, path, headers (table), clients (list of addresses sent as X-Forwarded-For, one per
---   simulated client, cycled per request), body (string) or body_prefix/body_suffix (a unique
---   number goes between them), idempotency (bool: a unique Idempotency-Key per request),
+--   simulated client, cycled per request), body (string), bodies (a list, cycled per request) or
+--   body_prefix/body_suffix (a unique number goes between them), idempotency (bool: a unique Idempotency-Key per request),
 --   run_id (string), expect (a substring every 2xx body must contain, or nil),
 --   limit (responses per thread, 0 = none).
 --
@@ -30,12 +30,16 @@ function init(args)
   signalled = false
   static = {}
   if spec.body_prefix == nil then
-    -- Every request is one of #clients fixed strings: build them once.
-    for i, client in ipairs(spec.clients) do
+    -- Every request is one of a few fixed strings (a client address, a body): build them once.
+    local count = #spec.clients
+    if spec.bodies ~= nil then count = math.max(count, #spec.bodies) end
+    for i = 1, count do
       local headers = {}
       for k, v in pairs(spec.headers) do headers[k] = v end
-      headers["X-Forwarded-For"] = client
-      static[i] = wrk.format(spec.method, spec.path, headers, spec.body)
+      headers["X-Forwarded-For"] = spec.clients[(i - 1) % #spec.clients + 1]
+      local body = spec.body
+      if spec.bodies ~= nil then body = spec.bodies[(i - 1) % #spec.bodies + 1] end
+      static[i] = wrk.format(spec.method, spec.path, headers, body)
     end
   end
 end

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
@@ -61,8 +60,9 @@ async def verify(request: Request) -> Response:
     encoded once: FastAPI's generic parameter solving and response validation cost more than the
     signature check. On SQLite the look-up is an in-process call of tens of microseconds, run right
     here on the event loop with no thread hand-off; a network database (PostgreSQL) answers in a
-    round trip that must not stall this worker's other requests, so there it runs on one of the
-    database's read threads, each with a connection of its own (``Database.read_executor``).
+    round trip that must not stall this worker's other requests, so there the look-up is awaited on
+    an asynchronous connection, batched with the other requests waiting for one
+    (``Vault.verify_async``, ``Database.batched_read``).
     """
     await _rate_limit(request)
     raw = await request.body()
@@ -70,11 +70,7 @@ async def verify(request: Request) -> Response:
     body = _verify_request(raw)
     vault: Vault = request.app.state.vault
     token = body.token.strip()
-    if vault.db.in_process:
-        verdict = vault.verify(token)
-    else:
-        loop = asyncio.get_running_loop()
-        verdict = await loop.run_in_executor(vault.db.read_executor(), vault.verify, token)
+    verdict = await vault.verify_async(token)
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None:
         metrics.verified(verdict.status)

@@ -1,0 +1,279 @@
+"""Verification from coroutines (``Vault.verify_async``) and PostgreSQL's batched reads.
+
+On PostgreSQL the licence look-ups of concurrent verifications share round trips
+(``Database.batched_read``): every verdict must be the one :meth:`Vault.verify` gives, a change
+must be seen at once, a connection the server drops must be replaced without failing a read, and
+a database that cannot be reached must fail every waiting read with the 503 error, never hang it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+from sqlalchemy import select, text
+
+import vault._vault as vault_module
+from hsm import KeyBackend, KeyRef, SignatureAlgorithm
+from schemas import load_licence_types
+from signing import sign_licence_token
+from signing._jws import encode_header
+from tests._builders import example
+from tests.vault.conftest import SettableClock
+from vault import Database, DatabaseError, Vault
+from vault._batched_read import MAX_BATCH, BatchedRead, batch_statement
+from vault._models import LicenceRecord
+from vault._reading import _VERIFICATION_BATCH
+
+T = TypeVar("T")
+
+
+def run(coroutine: Callable[[], Awaitable[T]], db: Database) -> T:
+    """Run *coroutine* on a fresh event loop, closing that loop's batched reads at the end."""
+
+    async def main() -> T:
+        try:
+            return await coroutine()
+        finally:
+            await db.aclose_batched_reads()
+
+    return asyncio.run(main())
+
+
+def reader_of(db: Database) -> BatchedRead:
+    return db.batched_read(_VERIFICATION_BATCH, key_column="identifier", param="identifiers")
+
+
+def test_verify_async_gives_the_verdicts_verify_gives(
+    ready_vault: Vault,
+    software_backend: KeyBackend,
+    clock: SettableClock,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(vault_module, "UNKNOWN_KEY_REFRESH_SECONDS", 0.0)
+    vault = ready_vault
+    licences = [vault.issue(example(vault), actor="t").licence for _ in range(6)]
+    vault.suspend(licences[1].identifier, reason="经营场所核查", actor="t")
+    vault.revoke(licences[2].identifier, reason="违法经营被吊销", actor="t")
+    # The issuing key signing an identifier the vault never issued.
+    never = licences[0].identifier.replace(".001.", ".009.")
+    claims = {"iss": "x", "sub": never, "jti": never, "iat": 1}
+    unissued = sign_licence_token(vault.backend, KeyRef(licences[0].kid, SignatureAlgorithm.ES256), claims)
+    header, payload, signature = licences[3].token.split(".")
+    tampered = f"{header}.{payload[:-3]}{'A' if payload[-3] != 'A' else 'B'}{payload[-2:]}.{signature}"
+    vault.trust_store()  # cached now: a key made by another process is unknown to it ...
+    other = Vault(Database(database_url), software_backend, load_licence_types(), clock=clock)
+    try:
+        issuer = licences[0].issuer_code
+        other.generate_key(issuer, SignatureAlgorithm.ES256, actor="t")
+        from_other = other.issue(example(other), actor="t").licence
+    finally:
+        other.close()
+    assert from_other.kid not in vault.trust_store()  # ... until the verdict refreshes it
+    tokens = [lic.token for lic in licences] * 5 + [unissued, tampered, "garbage", "", from_other.token]
+
+    async def verify_all() -> list[Any]:
+        return list(await asyncio.gather(*(vault.verify_async(token) for token in tokens)))
+
+    verdicts = run(verify_all, vault.db)
+    expected = [vault.verify(token) for token in tokens]
+    assert verdicts == expected
+    statuses = {v.status for v in verdicts}
+    assert {"valid", "suspended", "revoked", "invalid"} <= statuses
+    assert verdicts[-1].valid and verdicts[1].reasons and "经营场所核查" in verdicts[1].reasons[0]
+    assert not verdicts[-5].valid and not verdicts[-4].valid
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_concurrent_look_ups_share_round_trips(ready_vault: Vault) -> None:
+    vault = ready_vault
+    licences = [vault.issue(example(vault), actor="t").licence for _ in range(10)]
+    tokens = [lic.token for lic in licences] * 20  # 200 verifications of 10 licences at once
+
+    async def verify_all() -> tuple[list[Any], int, int]:
+        verdicts = await asyncio.gather(*(vault.verify_async(token) for token in tokens))
+        reader = reader_of(vault.db)
+        return list(verdicts), reader.statements, reader.connections
+
+    verdicts, statements, connections = run(verify_all, vault.db)
+    assert all(v.valid for v in verdicts)
+    assert [v.licence["identifier"] for v in verdicts if v.licence] == [
+        lic.identifier for lic in licences
+    ] * 20
+    # The first look-ups each open one of the read connections; everything that queued meanwhile
+    # goes in the next round trips, one per free connection.
+    assert 1 <= connections <= vault.db.read_threads
+    assert statements <= 2 * vault.db.read_threads, statements
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_more_keys_than_one_statement_takes_go_in_the_next(ready_vault: Vault) -> None:
+    db = ready_vault.db
+    lic = ready_vault.issue(example(ready_vault), actor="t").licence
+    keys = [f"no-such-licence-{n}" for n in range(MAX_BATCH + 44)] + [lic.identifier]
+
+    async def read_all() -> tuple[list[Any], int, int]:
+        reader = reader_of(db)
+        rows = await asyncio.gather(*(reader.get(key) for key in keys))
+        return list(rows), reader.statements, reader.keys
+
+    rows, statements, read = run(read_all, db)
+    assert rows[:-1] == [None] * (MAX_BATCH + 44)
+    assert (
+        rows[-1] is not None and rows[-1]["identifier"] == lic.identifier and rows[-1]["last_reason"] is None
+    )
+    assert read == len(keys) and statements >= 2
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_change_is_seen_at_once_and_a_dropped_connection_is_replaced(
+    ready_vault: Vault, caplog: pytest.LogCaptureFixture
+) -> None:
+    vault = ready_vault
+    lic = vault.issue(example(vault), actor="t").licence
+
+    async def scenario() -> list[str]:
+        first = await vault.verify_async(lic.token)
+        assert first.valid
+        # Revoked by another connection: the read connections (autocommit) see it at once.
+        await asyncio.to_thread(vault.revoke, lic.identifier, reason="吊销", actor="t")
+        seen = [(await vault.verify_async(lic.token)).status]
+        # The server ends every other session of this database (a restart, an idle timeout).
+        ended = await asyncio.to_thread(_terminate_other_sessions, vault.db)
+        assert ended >= 1
+        verdicts = await asyncio.gather(*(vault.verify_async(lic.token) for _ in range(20)))
+        return seen + [v.status for v in verdicts]
+
+    with caplog.at_level(logging.WARNING, logger="yinxin.vault"):
+        statuses = run(scenario, vault.db)
+    assert statuses == ["revoked"] * 21
+    replaced = [r.getMessage() for r in caplog.records if "read connection failed" in r.getMessage()]
+    assert replaced and all("reading again on a new one" in message for message in replaced)
+
+
+def _terminate_other_sessions(db: Database) -> int:
+    with db.engine.connect() as conn:
+        ended = conn.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    db.engine.dispose()  # the pool's connections were among them
+    return int(ended)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_cancelled_waiter_does_not_disturb_the_others(ready_vault: Vault) -> None:
+    vault = ready_vault
+    lic = vault.issue(example(vault), actor="t").licence
+
+    async def scenario() -> list[Any]:
+        tasks = [asyncio.create_task(vault.verify_async(lic.token)) for _ in range(12)]
+        await asyncio.sleep(0)  # all are waiting for their read now
+        tasks[3].cancel()
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+        return list(done)
+
+    results = run(scenario, vault.db)
+    assert isinstance(results[3], asyncio.CancelledError)
+    assert all(r.valid for i, r in enumerate(results) if i != 3)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_closing_the_reads_closes_their_connections(ready_vault: Vault) -> None:
+    vault = ready_vault
+    lic = vault.issue(example(vault), actor="t").licence
+
+    async def scenario() -> tuple[int, BatchedRead]:
+        await asyncio.gather(*(vault.verify_async(lic.token) for _ in range(30)))
+        reader = reader_of(vault.db)
+        opened = reader.connections
+        await vault.db.aclose_batched_reads()
+        with pytest.raises(DatabaseError):
+            await reader.get(lic.identifier)  # a straggler after shutdown: the 503, not a hang
+        return opened, reader
+
+    opened, reader = asyncio.run(scenario())
+    assert 1 <= opened <= vault.db.read_threads
+    assert reader.connections == 0
+
+
+@pytest.mark.postgres
+def test_an_unreachable_database_fails_every_waiting_read_with_the_503() -> None:
+    # Port 1 on loopback: nothing listens, so every connection is refused at once.
+    db = Database("postgresql://yinxin:s3cret-pw@127.0.0.1:1/nowhere")
+    try:
+
+        async def scenario() -> list[Any]:
+            reader = reader_of(db)
+            return list(
+                await asyncio.gather(*(reader.get(f"k{n}") for n in range(10)), return_exceptions=True)
+            )
+
+        started = time.monotonic()
+        outcomes = run(scenario, db)
+        assert time.monotonic() - started < 10
+    finally:
+        db.dispose()
+    assert all(isinstance(o, DatabaseError) for o in outcomes), outcomes
+    assert {o.http_status for o in outcomes} == {503}
+    assert all("s3cret-pw" not in str(o) and "did not answer" in str(o) for o in outcomes)
+
+
+def test_a_batched_read_must_select_its_key() -> None:
+    db = Database("postgresql://postgres@127.0.0.1:5432/postgres")  # compiled only, never connected
+    try:
+        statement = batch_statement(select(LicenceRecord.token), LicenceRecord.identifier)
+
+        async def make() -> None:
+            BatchedRead(db, statement, key_column="identifier", connections=1)
+
+        with pytest.raises(ValueError, match="key column 'identifier'"):
+            asyncio.run(make())
+    finally:
+        db.dispose()
+
+
+def test_a_key_another_process_made_verifies_at_once_and_made_up_keys_cannot_flood_the_registry(
+    ready_vault: Vault,
+    software_backend: KeyBackend,
+    clock: SettableClock,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A token under a key this process has not cached re-reads the trust store (another worker or
+    the CLI may have made the key), at most once per UNKNOWN_KEY_REFRESH_SECONDS."""
+    vault = ready_vault
+    lic = vault.issue(example(vault), actor="t").licence
+    assert vault.verify(lic.token).valid  # the trust store is cached now
+    other = Vault(Database(database_url), software_backend, load_licence_types(), clock=clock)
+    try:
+        other.generate_key(lic.issuer_code, SignatureAlgorithm.ES256, actor="t")
+        from_other = other.issue(example(other), actor="t").licence
+    finally:
+        other.close()
+    reads: list[None] = []
+    registry_read = vault.keys.trust_store
+    monkeypatch.setattr(
+        vault.keys, "trust_store", lambda *a, **k: reads.append(None) or registry_read(*a, **k)
+    )
+    _, payload, signature = lic.token.split(".")
+    made_up = [f"{encode_header(f'made-up-{n}', 'ES256')}.{payload}.{signature}" for n in range(50)]
+
+    monkeypatch.setattr(vault_module, "UNKNOWN_KEY_REFRESH_SECONDS", 3600.0)
+    for token in made_up:
+        verdict = vault.verify(token)
+        assert (verdict.valid, verdict.codes) == (False, ("unknown_key",))
+    assert not vault.verify(from_other.token).valid  # the store was read less than an hour ago
+    assert reads == []
+
+    monkeypatch.setattr(vault_module, "UNKNOWN_KEY_REFRESH_SECONDS", 0.0)
+    verdict = vault.verify(from_other.token)
+    assert verdict.valid and verdict.kid == from_other.kid
+    assert len(reads) == 1

@@ -1,0 +1,206 @@
+"""PostgreSQL look-ups from coroutines, gathered into one statement per round trip.
+
+The verification hot path reads one licence per request. On PostgreSQL that read is a network
+round trip, which must not stall the event loop; handing it to a thread (``Database.read_executor``)
+costs more than the read itself: the hop into the thread and back, and the interpreter lock passed
+between the event loop and the read threads (measured in process, 64 concurrent look-ups: 110 µs of
+this process's CPU a look-up on 4 threads). Here the look-ups run on the event loop on psycopg's
+asynchronous connections, and every look-up that arrives while a connection is busy waits for the
+next free one and shares its statement (``WHERE key = ANY(:keys)``): under load one round trip
+answers many requests (same measurement: 7 µs a look-up, mean batch 20-30).
+
+A :class:`BatchedRead` belongs to the event loop it was made on (a server worker has one; see
+``Database.batched_read``); its connections are
+opened on first use, in autocommit mode (each statement reads the newest committed data, as the
+pool's connections do), and closed by :meth:`BatchedRead.aclose`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import ARRAY, Select, bindparam, func
+
+from schemas.errors import YinxinError
+
+__all__ = ["MAX_BATCH", "BatchedRead", "batch_statement"]
+
+log = logging.getLogger("yinxin.vault")
+
+MAX_BATCH = 256  # keys in one statement; more waiting go in the next round trip
+
+
+def batch_statement(statement: Select[Any], key: Any, name: str = "keys") -> Select[Any]:
+    """*statement* restricted to rows whose *key* column is in the bound list *name* (``= ANY``)."""
+    return statement.where(key == func.any(bindparam(name, type_=ARRAY(key.type))))
+
+
+class BatchedRead:
+    """Rows of one SELECT by key, read for many coroutines at once on a few async connections.
+
+    *statement* must select *key_column* (by that label) and take the key list as the bound
+    parameter *param* (see :func:`batch_statement`). :meth:`get` returns the row as a dict by
+    column label, with SQLAlchemy's result conversions applied, or None.
+    """
+
+    def __init__(
+        self,
+        db: Any,
+        statement: Select[Any],
+        *,
+        key_column: str,
+        param: str = "keys",
+        connections: int,
+    ) -> None:
+        if connections < 1:
+            raise ValueError("a batched read needs at least one connection")
+        dialect = db.engine.dialect
+        compiled = statement.compile(dialect=dialect)
+        if compiled.positiontup:
+            raise ValueError("BatchedRead runs on PostgreSQL's named parameters only")
+        self._db = db
+        self._sql = compiled.string
+        self._compiled = compiled
+        self._param = param
+        self._names = tuple(column.key or str(i) for i, column in enumerate(statement.selected_columns))
+        if key_column not in self._names:
+            raise ValueError(f"the statement does not select its key column {key_column!r}")
+        self._key_index = self._names.index(key_column)
+        self._processors = tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in statement.selected_columns
+        )
+        self._limit = connections
+        self._loop = asyncio.get_running_loop()
+        self._pending: dict[str, list[asyncio.Future[Any]]] = {}
+        self._idle: list[Any] = []
+        self._busy = 0  # connections running a statement or being opened
+        self._closed = False
+        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+        self.statements = 0  # round trips made, and keys they answered: for tests and profiles
+        self.keys = 0
+
+    @property
+    def connections(self) -> int:
+        """Connections open or being opened (never more than the *connections* it was given)."""
+        return len(self._idle) + self._busy
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        """The row for *key*, or None; raises the database's 503 error when it cannot be read."""
+        if self._closed:
+            raise self._db._unreachable(RuntimeError("the database's read connections are closed"))
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._pending.setdefault(key, []).append(future)
+        self._dispatch()
+        return await future  # type: ignore[no-any-return]
+
+    def _dispatch(self) -> None:
+        """Start a round trip for the waiting keys if a connection is free or may be opened."""
+        while self._pending and (self._idle or self._busy < self._limit):
+            batch: dict[str, list[asyncio.Future[Any]]] = {}
+            for key in list(self._pending)[:MAX_BATCH]:
+                batch[key] = self._pending.pop(key)
+            connection = self._idle.pop() if self._idle else None
+            self._busy += 1
+            task = self._loop.create_task(self._run(connection, batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, connection: Any, batch: dict[str, list[asyncio.Future[Any]]]) -> None:
+        keep = None
+        try:
+            rows, keep = await self._read(connection, list(batch))
+        except YinxinError as exc:
+            for futures in batch.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(exc)
+            return
+        except BaseException as exc:  # never leave a request waiting for ever
+            error = self._db._unreachable(exc)
+            for futures in batch.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(error)
+            raise
+        finally:
+            self._busy -= 1
+            if keep is not None:
+                if self._closed:
+                    await _close_quietly(keep)
+                else:
+                    self._idle.append(keep)
+            if not self._closed:
+                self._dispatch()
+        for key, futures in batch.items():
+            row = rows.get(key)
+            for future in futures:
+                if not future.done():
+                    future.set_result(row)
+
+    async def _read(self, connection: Any, keys: Sequence[str]) -> tuple[dict[str, Any], Any]:
+        """The rows for *keys* by key, and the connection to keep (a new one if *connection* broke)."""
+        import psycopg
+
+        for attempt in (1, 2):
+            if connection is None:
+                connection = await self._connect()
+            try:
+                cursor = connection.cursor()
+                try:
+                    params = self._compiled.construct_params({self._param: list(keys)})
+                    await cursor.execute(self._sql, params, prepare=True)
+                    fetched = await cursor.fetchall()
+                finally:
+                    await cursor.close()
+            except psycopg.Error as exc:
+                await _close_quietly(connection)
+                connection = None
+                # A connection the server closed while it sat idle (a restart, an idle timeout):
+                # read once more on a new one, as the pool's pre-ping would.
+                if attempt == 1 and isinstance(exc, psycopg.OperationalError):
+                    log.warning(
+                        "a database read connection failed (%s): reading again on a new one",
+                        type(exc).__name__,
+                    )
+                    continue
+                raise self._db._unreachable(exc) from exc
+            self.statements += 1
+            self.keys += len(keys)
+            return {row[self._key_index]: self._convert(row) for row in fetched}, connection
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _convert(self, row: Sequence[Any]) -> dict[str, Any]:
+        return {
+            name: process(value) if process is not None else value
+            for name, process, value in zip(self._names, self._processors, row, strict=True)
+        }
+
+    async def _connect(self) -> Any:
+        import psycopg
+
+        engine = self._db.engine
+        cargs, cparams = engine.dialect.create_connect_args(engine.url)
+        # The engine's own arguments (the connect timeout) and its adapters (JSON with orjson).
+        cparams = {**cparams, **self._db.connect_args, "autocommit": True}
+        try:
+            return await psycopg.AsyncConnection.connect(*cargs, **cparams)
+        except psycopg.Error as exc:
+            raise self._db._unreachable(exc) from exc
+
+    async def aclose(self) -> None:
+        """Close the idle connections; busy ones close when their statement is done."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await _close_quietly(connection)
+
+
+async def _close_quietly(connection: Any) -> None:
+    try:
+        await connection.close()
+    except Exception as exc:  # a connection that broke may fail to close; nothing to do about it
+        log.debug("closing a read connection failed: %s", exc)
