@@ -34,7 +34,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLA
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.errors import ConfigurationError, YinxinError
-from vault._batched_read import BatchedRead
+from vault._batched_read import BatchedRead, LoopBatchedRead, batch_statement
 
 __all__ = [
     "Database",
@@ -77,6 +77,9 @@ def normalise_database_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+_Batched = BatchedRead | LoopBatchedRead
 
 
 class Database:
@@ -140,9 +143,9 @@ class Database:
         self._generation = 0
         self._read_executor: ThreadPoolExecutor | None = None
         # PostgreSQL: batched reads on the event loop, per loop and statement (batched_read()).
-        self._batched: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, BatchedRead]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._batched: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[Any, BatchedRead | LoopBatchedRead]
+        ] = weakref.WeakKeyDictionary()
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -161,10 +164,11 @@ class Database:
         """*statement* compiled once for this database, to run with :meth:`PreparedRead.first`."""
         return PreparedRead(self, statement)
 
-    def batched_read(self, statement: Select[Any], *, key_column: str, param: str = "keys") -> BatchedRead:
-        """A network database: *statement*'s rows by key for coroutines of the running event loop,
-        gathered into one round trip per free connection (:class:`BatchedRead`; ``read_threads``
-        connections per loop). *statement* is a :func:`batch_statement`; one reader per statement.
+    def batched_read(self, statement: Select[Any], key: Any) -> _Batched:
+        """*statement*'s rows by its column *key*, for coroutines of the running event loop, many
+        keys in one statement: on PostgreSQL one round trip per free connection
+        (:class:`BatchedRead`, ``read_threads`` connections per loop), on SQLite one statement per
+        turn of the loop (:class:`LoopBatchedRead`). One reader per loop and statement.
         """
         loop = asyncio.get_running_loop()
         readers = self._batched.get(loop)
@@ -172,9 +176,13 @@ class Database:
             readers = self._batched[loop] = {}
         reader = readers.get(statement)
         if reader is None:
-            reader = readers[statement] = BatchedRead(
-                self, statement, key_column=key_column, param=param, connections=self.read_threads
-            )
+            if self.in_process:
+                reader = LoopBatchedRead(self, statement, key)
+            else:
+                reader = BatchedRead(
+                    self, batch_statement(statement, key), key_column=key.key, connections=self.read_threads
+                )
+            readers[statement] = reader
         return reader
 
     async def aclose_batched_reads(self) -> None:
@@ -356,27 +364,37 @@ class PreparedRead:
 
     def first(self, **params: Any) -> dict[str, Any] | None:
         """The first row as a dict by column name (labels as given), or None."""
+        rows = self._rows(params, all_rows=False)
+        return rows[0] if rows else None
+
+    def all(self, **params: Any) -> list[dict[str, Any]]:
+        """Every row, each a dict by column name."""
+        return self._rows(params, all_rows=True)
+
+    def _rows(self, params: dict[str, Any], *, all_rows: bool) -> list[dict[str, Any]]:
         values = self._compiled.construct_params(params)
         bound: Any = tuple(values[name] for name in self._positions) if self._positions else values
         if self._db.on_own_connection():
-            row = self._on_thread_connection(bound)
+            rows = self._on_thread_connection(bound, all_rows)
         else:
-            row = self._on_pooled_connection(bound)
-        if row is None:
-            return None
-        return {
-            name: process(value) if process is not None else value
-            for name, process, value in zip(self._names, self._processors, row, strict=True)
-        }
+            rows = self._on_pooled_connection(bound, all_rows)
+        names, processors = self._names, self._processors
+        return [
+            {
+                name: process(value) if process is not None else value
+                for name, process, value in zip(names, processors, row, strict=True)
+            }
+            for row in rows
+        ]
 
-    def _on_thread_connection(self, bound: Any, *, retry: bool = True) -> Any:
+    def _on_thread_connection(self, bound: Any, all_rows: bool, *, retry: bool = True) -> Any:
         db = self._db
         try:
             connection = db.thread_connection()
         except SQLAlchemyError as exc:
             raise db._translated(exc) from exc
         try:
-            return self._fetch(connection, bound)
+            return self._fetch(connection, bound, all_rows)
         except self._dbapi_error as exc:
             db.drop_thread_connection()
             # A connection the server closed while it sat idle (a restart, an idle timeout) is
@@ -386,17 +404,17 @@ class PreparedRead:
                     "a database read connection was closed by the server (%s): reading again on a new one",
                     type(exc).__name__,
                 )
-                return self._on_thread_connection(bound, retry=False)
+                return self._on_thread_connection(bound, all_rows, retry=False)
             raise db._unreachable(exc) from exc
 
-    def _on_pooled_connection(self, bound: Any) -> Any:
+    def _on_pooled_connection(self, bound: Any, all_rows: bool) -> Any:
         engine = self._db.engine
         try:
             conn = engine.raw_connection()
         except SQLAlchemyError as exc:
             raise self._db._translated(exc) from exc
         try:
-            return self._fetch(conn, bound)
+            return self._fetch(conn, bound, all_rows)
         except self._dbapi_error as exc:
             if engine.dialect.is_disconnect(exc, conn.dbapi_connection, None):
                 conn.invalidate(exc)
@@ -404,11 +422,14 @@ class PreparedRead:
         finally:
             conn.close()
 
-    def _fetch(self, connection: Any, bound: Any) -> Any:
+    def _fetch(self, connection: Any, bound: Any, all_rows: bool) -> list[Any]:
         cursor = connection.cursor()
         try:
             cursor.execute(self._sql, bound)
-            return cursor.fetchone()
+            if all_rows:
+                return cursor.fetchall()  # type: ignore[no-any-return]
+            row = cursor.fetchone()
+            return [] if row is None else [row]
         finally:
             cursor.close()
 

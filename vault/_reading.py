@@ -16,7 +16,6 @@ from hsm import KeyBackend
 from schemas import LicenceIdentifier, LicenceTypeRegistry, mask_holder_id, validate_citizen_id, validate_uscc
 from schemas.errors import InvalidInput, LicenceNotFound, YinxinError
 from vault._access import AccessEntry, Accessor, check_purpose, list_access, record_access
-from vault._batched_read import batch_statement
 from vault._db import Database, PreparedRead
 from vault._issuance import HOLDER_ENCRYPTION_LABEL, holder_index
 from vault._models import DepartmentRecord, LicenceRecord, StatusChangeRecord
@@ -55,7 +54,6 @@ _VERIFICATION_READ = select(
     _LAST_REASON.label("last_reason"),
 ).outerjoin(DepartmentRecord, DepartmentRecord.code == LicenceRecord.issuer_code)
 _VERIFICATION_LOOKUP = _VERIFICATION_READ.where(LicenceRecord.identifier == bindparam("identifier"))
-_VERIFICATION_BATCH = batch_statement(_VERIFICATION_READ, LicenceRecord.identifier, "identifiers")
 
 
 # A licence record's column attributes by name: what Licence.from_row reads from an ORM object.
@@ -173,7 +171,7 @@ class LicenceReader:
     async def _licence_for_verification_async(self, identifier: str) -> tuple[Licence | None, str]:
         """:meth:`_licence_for_verification` for a coroutine on a network database: the read runs on
         the event loop, batched with the other requests' (``Database.batched_read``)."""
-        reader = self.db.batched_read(_VERIFICATION_BATCH, key_column="identifier", param="identifiers")
+        reader = self.db.batched_read(_VERIFICATION_READ, LicenceRecord.identifier)
         return self._verification_result(await reader.get(identifier))
 
     def _verification_result(self, row: dict[str, Any] | None) -> tuple[Licence | None, str]:

@@ -545,16 +545,23 @@ class Vault(LicenceReader, KeyAdministration):
     async def verify_async(self, token: str | bytes) -> Verdict:
         """:meth:`verify` for a coroutine, without blocking its event loop on a network database.
 
-        On SQLite this is :meth:`verify` itself (the read is an in-process call of tens of
-        microseconds). On PostgreSQL the common case, a token whose signature holds under a trust
-        store this process has loaded recently, runs on the event loop, its licence read batched
-        with other requests' (one round trip for all of them, ``Database.batched_read``). What needs
-        a blocking read (a trust store due for its periodic re-read; a token whose signature does not
-        hold, which may name a key another process added, or a compromised one) runs on one of the
-        database's read threads.
+        The licence is read together with those of the other verifications waiting at the same
+        time (``Database.batched_read``). On SQLite, an in-process library, everything runs on the
+        event loop, and the look-ups of one turn of the loop share one statement. On PostgreSQL the
+        common case, a token whose signature holds under a trust store this process has loaded
+        recently, runs on the event loop too, its look-up awaited on an asynchronous connection and
+        shared with every look-up that arrives while that round trip is under way. What needs a
+        blocking read there (a trust store due for its periodic re-read; a token whose signature
+        does not hold, which may name a key another process added, or a compromised one) runs on
+        one of the database's read threads.
         """
-        if self.db.in_process:
-            return self.verify(token)  # SQLite: tens of microseconds in this process, no round trip
+        if self.db.in_process:  # SQLite: every read here is an in-process call, none blocks for long
+            now = self.clock()
+            tv = verify_token(token, self.trust_store(), now=now)
+            if not signature_holds(tv):
+                return self._unheld_verdict(tv, token, now)
+            licence, last_reason = await self._licence_for_verification_async(_licence_id(tv))
+            return judge(tv, token, licence, last_reason, now)
         loop = asyncio.get_running_loop()
         trust = self._fresh_trust_store()
         if trust is None:  # due for a re-read (every trust_refresh_seconds): a blocking read

@@ -1,9 +1,10 @@
-"""Verification from coroutines (``Vault.verify_async``) and PostgreSQL's batched reads.
+"""Verification from coroutines (``Vault.verify_async``) and batched reads.
 
-On PostgreSQL the licence look-ups of concurrent verifications share round trips
-(``Database.batched_read``): every verdict must be the one :meth:`Vault.verify` gives, a change
-must be seen at once, a connection the server drops must be replaced without failing a read, and
-a database that cannot be reached must fail every waiting read with the 503 error, never hang it.
+The licence look-ups of concurrent verifications share statements (``Database.batched_read``):
+on PostgreSQL one round trip per free connection, on SQLite one statement per turn of the event
+loop. Every verdict must be the one :meth:`Vault.verify` gives, a change must be seen at once, a
+connection the server drops must be replaced without failing a read, and a database that cannot
+be read must fail every waiting read with the 503 error, never hang it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -25,9 +27,9 @@ from signing._jws import encode_header
 from tests._builders import example
 from tests.vault.conftest import SettableClock
 from vault import Database, DatabaseError, Vault
-from vault._batched_read import MAX_BATCH, BatchedRead, batch_statement
+from vault._batched_read import MAX_BATCH, BatchedRead, LoopBatchedRead, batch_statement
 from vault._models import LicenceRecord
-from vault._reading import _VERIFICATION_BATCH
+from vault._reading import _VERIFICATION_READ
 
 T = TypeVar("T")
 
@@ -44,8 +46,8 @@ def run(coroutine: Callable[[], Awaitable[T]], db: Database) -> T:
     return asyncio.run(main())
 
 
-def reader_of(db: Database) -> BatchedRead:
-    return db.batched_read(_VERIFICATION_BATCH, key_column="identifier", param="identifiers")
+def reader_of(db: Database) -> BatchedRead | LoopBatchedRead:
+    return db.batched_read(_VERIFICATION_READ, LicenceRecord.identifier)
 
 
 def test_verify_async_gives_the_verdicts_verify_gives(
@@ -89,29 +91,31 @@ def test_verify_async_gives_the_verdicts_verify_gives(
     assert not verdicts[-5].valid and not verdicts[-4].valid
 
 
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_concurrent_look_ups_share_round_trips(ready_vault: Vault) -> None:
+def test_concurrent_look_ups_share_statements(ready_vault: Vault) -> None:
     vault = ready_vault
     licences = [vault.issue(example(vault), actor="t").licence for _ in range(10)]
+    vault.trust_store()
     tokens = [lic.token for lic in licences] * 20  # 200 verifications of 10 licences at once
 
-    async def verify_all() -> tuple[list[Any], int, int]:
+    async def verify_all() -> tuple[list[Any], BatchedRead | LoopBatchedRead, int]:
         verdicts = await asyncio.gather(*(vault.verify_async(token) for token in tokens))
         reader = reader_of(vault.db)
-        return list(verdicts), reader.statements, reader.connections
+        return list(verdicts), reader, getattr(reader, "connections", 0)
 
-    verdicts, statements, connections = run(verify_all, vault.db)
+    verdicts, reader, connections = run(verify_all, vault.db)
     assert all(v.valid for v in verdicts)
-    assert [v.licence["identifier"] for v in verdicts if v.licence] == [
-        lic.identifier for lic in licences
-    ] * 20
-    # The first look-ups each open one of the read connections; everything that queued meanwhile
-    # goes in the next round trips, one per free connection.
-    assert 1 <= connections <= vault.db.read_threads
-    assert statements <= 2 * vault.db.read_threads, statements
+    identifiers = [v.licence["identifier"] for v in verdicts if v.licence]
+    assert identifiers == [lic.identifier for lic in licences] * 20
+    if isinstance(reader, LoopBatchedRead):
+        # SQLite: all 200 reached their look-up in the same turn of the loop: one statement.
+        assert (reader.statements, reader.keys) == (1, 10)
+    else:
+        # PostgreSQL: the first look-ups each open one of the read connections; everything that
+        # queued meanwhile goes in the next round trips, one per free connection.
+        assert 1 <= connections <= vault.db.read_threads
+        assert reader.statements <= 2 * vault.db.read_threads, reader.statements
 
 
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_more_keys_than_one_statement_takes_go_in_the_next(ready_vault: Vault) -> None:
     db = ready_vault.db
     lic = ready_vault.issue(example(ready_vault), actor="t").licence
@@ -168,7 +172,6 @@ def _terminate_other_sessions(db: Database) -> int:
     return int(ended)
 
 
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_cancelled_waiter_does_not_disturb_the_others(ready_vault: Vault) -> None:
     vault = ready_vault
     lic = vault.issue(example(vault), actor="t").licence
@@ -193,6 +196,7 @@ def test_closing_the_reads_closes_their_connections(ready_vault: Vault) -> None:
     async def scenario() -> tuple[int, BatchedRead]:
         await asyncio.gather(*(vault.verify_async(lic.token) for _ in range(30)))
         reader = reader_of(vault.db)
+        assert isinstance(reader, BatchedRead)
         opened = reader.connections
         await vault.db.aclose_batched_reads()
         with pytest.raises(DatabaseError):
@@ -202,6 +206,23 @@ def test_closing_the_reads_closes_their_connections(ready_vault: Vault) -> None:
     opened, reader = asyncio.run(scenario())
     assert 1 <= opened <= vault.db.read_threads
     assert reader.connections == 0
+
+
+def test_a_database_that_cannot_be_read_fails_every_waiting_read_with_the_503(tmp_path: Path) -> None:
+    # A SQLite file without the schema: every read fails, as with a damaged or foreign file.
+    db = Database(f"sqlite:///{tmp_path / 'empty.db'}")
+    try:
+
+        async def scenario() -> list[Any]:
+            reader = reader_of(db)
+            return list(
+                await asyncio.gather(*(reader.get(f"k{n}") for n in range(10)), return_exceptions=True)
+            )
+
+        outcomes = run(scenario, db)
+    finally:
+        db.dispose()
+    assert all(isinstance(o, DatabaseError) and o.http_status == 503 for o in outcomes), outcomes
 
 
 @pytest.mark.postgres

@@ -58,11 +58,10 @@ async def verify(request: Request) -> Response:
 
     The body is read and validated here rather than declared as a parameter, and the answer is
     encoded once: FastAPI's generic parameter solving and response validation cost more than the
-    signature check. On SQLite the look-up is an in-process call of tens of microseconds, run right
-    here on the event loop with no thread hand-off; a network database (PostgreSQL) answers in a
-    round trip that must not stall this worker's other requests, so there the look-up is awaited on
-    an asynchronous connection, batched with the other requests waiting for one
-    (``Vault.verify_async``, ``Database.batched_read``).
+    signature check. The look-up runs on the event loop, shared with the other verifications
+    waiting at the same moment (``Vault.verify_async``, ``Database.batched_read``): on SQLite one
+    statement per turn of the loop, on PostgreSQL one round trip on an asynchronous connection for
+    every look-up that arrived while the previous one was under way.
     """
     await _rate_limit(request)
     raw = await request.body()
