@@ -550,7 +550,8 @@ class Vault(LicenceReader, KeyAdministration):
         event loop, and the look-ups of one turn of the loop share one statement. On PostgreSQL the
         common case, a token whose signature holds under a trust store this process has loaded
         recently, runs on the event loop too, its look-up awaited on an asynchronous connection and
-        shared with every look-up that arrives while that round trip is under way. What needs a
+        shared with the other look-ups of its turn of the loop, or with all that queue while the
+        connections are busy. What needs a
         blocking read there (a trust store due for its periodic re-read; a token whose signature
         does not hold, which may name a key another process added, or a compromised one) runs on
         one of the database's read threads.

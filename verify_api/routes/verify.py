@@ -61,7 +61,7 @@ async def verify(request: Request) -> Response:
     signature check. The look-up runs on the event loop, shared with the other verifications
     waiting at the same moment (``Vault.verify_async``, ``Database.batched_read``): on SQLite one
     statement per turn of the loop, on PostgreSQL one round trip on an asynchronous connection for
-    every look-up that arrived while the previous one was under way.
+    the look-ups of a turn, or for all that queued while the connections were busy.
     """
     await _rate_limit(request)
     raw = await request.body()
