@@ -142,10 +142,10 @@ class Database:
         self._held_lock = threading.Lock()
         self._generation = 0
         self._read_executor: ThreadPoolExecutor | None = None
-        # PostgreSQL: batched reads on the event loop, per loop and statement (batched_read()).
-        self._batched: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[Any, BatchedRead | LoopBatchedRead]
-        ] = weakref.WeakKeyDictionary()
+        # Batched reads on the event loop, per loop and statement (batched_read()).
+        self._batched: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, _Batched]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @contextmanager
     def write(self) -> Iterator[Session]:

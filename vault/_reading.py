@@ -33,8 +33,8 @@ _LAST_REASON = (
 )
 
 # What verification reads of a licence, its issuer's name and the reason of its last status change,
-# in one statement (compiled once per database by Database.prepare; on PostgreSQL for many licences
-# at once by Database.batched_read).
+# in one statement (compiled once per database: for one licence by Database.prepare, for the many
+# of concurrent verifications by Database.batched_read).
 _VERIFICATION_READ = select(
     LicenceRecord.identifier,
     LicenceRecord.version,
@@ -169,8 +169,8 @@ class LicenceReader:
         return self._verification_result(lookup.first(identifier=identifier))
 
     async def _licence_for_verification_async(self, identifier: str) -> tuple[Licence | None, str]:
-        """:meth:`_licence_for_verification` for a coroutine on a network database: the read runs on
-        the event loop, batched with the other requests' (``Database.batched_read``)."""
+        """:meth:`_licence_for_verification` for a coroutine: the read runs on the event loop, in one
+        statement with the other verifications' waiting at the same time (``Database.batched_read``)."""
         reader = self.db.batched_read(_VERIFICATION_READ, LicenceRecord.identifier)
         return self._verification_result(await reader.get(identifier))
 

@@ -551,10 +551,9 @@ class Vault(LicenceReader, KeyAdministration):
         common case, a token whose signature holds under a trust store this process has loaded
         recently, runs on the event loop too, its look-up awaited on an asynchronous connection and
         shared with the other look-ups of its turn of the loop, or with all that queue while the
-        connections are busy. What needs a
-        blocking read there (a trust store due for its periodic re-read; a token whose signature
-        does not hold, which may name a key another process added, or a compromised one) runs on
-        one of the database's read threads.
+        connections are busy. What needs a blocking read there (a trust store due for its periodic
+        re-read; a token whose signature does not hold, which may name a key another process
+        added, or a compromised one) runs on one of the database's read threads.
         """
         if self.db.in_process:  # SQLite: every read here is an in-process call, none blocks for long
             now = self.clock()

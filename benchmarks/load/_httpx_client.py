@@ -57,7 +57,7 @@ async def _load(
                 headers = {**spec.headers, "X-Forwarded-For": client_address}
                 if spec.idempotency:
                     headers["Idempotency-Key"] = unique
-                body = spec.body_for(unique, sent - 1)
+                body = spec.body_for(unique, index + sent - 1)  # connections start apart
                 start = time.perf_counter()
                 try:
                     reply = await client.request(

@@ -51,12 +51,12 @@ class RequestSpec:
     idempotency: bool = False  # a unique Idempotency-Key per request
     expect: str | None = None  # a substring every 2xx answer must contain
 
-    def body_for(self, unique: str, sent: int = 0) -> str | None:
-        """The body of a connection's request number *sent* (0, 1, …), *unique* to this request."""
+    def body_for(self, unique: str, turn: int = 0) -> str | None:
+        """The body of a request: *unique* to it (a template's), or the bodies' *turn*-th, in turn."""
         if self.body_template is not None:
             return self.body_template[0] + unique + self.body_template[1]
         if self.bodies:
-            return self.bodies[sent % len(self.bodies)]
+            return self.bodies[turn % len(self.bodies)]
         return self.body
 
 
