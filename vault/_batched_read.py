@@ -28,11 +28,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from itertools import islice
 from typing import Any
 
 from sqlalchemy import ARRAY, Select, bindparam, func
 
 from schemas.errors import YinxinError
+from vault._rows import RowShape
 
 __all__ = ["MAX_BATCH", "BatchedRead", "LoopBatchedRead", "batch_statement"]
 
@@ -46,7 +48,55 @@ def batch_statement(statement: Select[Any], key: Any, name: str = "keys") -> Sel
     return statement.where(key == func.any(bindparam(name, type_=ARRAY(key.type))))
 
 
-class BatchedRead:
+class _Waiters:
+    """Coroutines waiting for rows by key, answered together once their turn of the loop is done."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._pending: dict[str, list[asyncio.Future[Any]]] = {}
+        self._scheduled = False
+        self.statements = 0  # statements run, and the keys they answered: for tests and profiles
+        self.keys = 0
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        """The row for *key*, or None; raises the database's 503 error when it cannot be read."""
+        self._check_open()
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._pending.setdefault(key, []).append(future)
+        if not self._scheduled:
+            # Once the other requests of this turn of the loop have reached their look-up too.
+            self._scheduled = True
+            self._loop.call_soon(self._turn_done)
+        return await future  # type: ignore[no-any-return]
+
+    def _check_open(self) -> None:
+        """Raise if no more reads may start (a closed reader)."""
+
+    def _turn_done(self) -> None:
+        raise NotImplementedError
+
+    def _take(self) -> dict[str, list[asyncio.Future[Any]]]:
+        """The next batch: up to MAX_BATCH waiting keys and their waiters."""
+        return {key: self._pending.pop(key) for key in list(islice(self._pending, MAX_BATCH))}
+
+    def _answer(self, batch: dict[str, list[asyncio.Future[Any]]], rows: dict[str, Any]) -> None:
+        self.statements += 1
+        self.keys += len(batch)
+        for key, futures in batch.items():
+            row = rows.get(key)
+            for future in futures:
+                if not future.done():  # a waiter may have been cancelled meanwhile
+                    future.set_result(row)
+
+    @staticmethod
+    def _fail(batch: dict[str, list[asyncio.Future[Any]]], error: BaseException) -> None:
+        for futures in batch.values():
+            for future in futures:
+                if not future.done():
+                    future.set_exception(error)
+
+
+class BatchedRead(_Waiters):
     """Rows of one SELECT by key, read for many coroutines at once on a few async connections.
 
     *statement* must select *key_column* (by that label) and take the key list as the bound
@@ -65,6 +115,7 @@ class BatchedRead:
     ) -> None:
         if connections < 1:
             raise ValueError("a batched read needs at least one connection")
+        super().__init__()
         dialect = db.engine.dialect
         compiled = statement.compile(dialect=dialect)
         if compiled.positiontup:
@@ -73,49 +124,33 @@ class BatchedRead:
         self._sql = compiled.string
         self._compiled = compiled
         self._param = param
-        self._names = tuple(column.key or str(i) for i, column in enumerate(statement.selected_columns))
-        if key_column not in self._names:
+        self._shape = RowShape(statement, dialect)
+        if key_column not in self._shape.names:
             raise ValueError(f"the statement does not select its key column {key_column!r}")
-        self._key_index = self._names.index(key_column)
-        self._processors = tuple(
-            column.type.dialect_impl(dialect).result_processor(dialect, None)
-            for column in statement.selected_columns
-        )
+        self._key_index = self._shape.names.index(key_column)
         self._limit = connections
-        self._loop = asyncio.get_running_loop()
-        self._pending: dict[str, list[asyncio.Future[Any]]] = {}
         self._idle: list[Any] = []
         self._busy = 0  # connections running a statement or being opened
-        self._scheduled = False
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
-        self.statements = 0  # round trips made, and keys they answered: for tests and profiles
-        self.keys = 0
 
     @property
     def connections(self) -> int:
         """Connections open or being opened (never more than the *connections* it was given)."""
         return len(self._idle) + self._busy
 
-    async def get(self, key: str) -> dict[str, Any] | None:
-        """The row for *key*, or None; raises the database's 503 error when it cannot be read."""
+    def _check_open(self) -> None:
         if self._closed:
             raise self._db._unreachable(RuntimeError("the database's read connections are closed"))
-        future: asyncio.Future[Any] = self._loop.create_future()
-        self._pending.setdefault(key, []).append(future)
-        if not self._scheduled:
-            # Once the other requests of this turn of the loop have reached their look-up too.
-            self._scheduled = True
-            self._loop.call_soon(self._dispatch)
-        return await future  # type: ignore[no-any-return]
+
+    def _turn_done(self) -> None:
+        self._scheduled = False
+        self._dispatch()
 
     def _dispatch(self) -> None:
         """Start a round trip for the waiting keys if a connection is free or may be opened."""
-        self._scheduled = False
         while self._pending and (self._idle or self._busy < self._limit):
-            batch: dict[str, list[asyncio.Future[Any]]] = {}
-            for key in list(self._pending)[:MAX_BATCH]:
-                batch[key] = self._pending.pop(key)
+            batch = self._take()
             connection = self._idle.pop() if self._idle else None
             self._busy += 1
             task = self._loop.create_task(self._run(connection, batch))
@@ -127,17 +162,10 @@ class BatchedRead:
         try:
             rows, keep = await self._read(connection, list(batch))
         except YinxinError as exc:
-            for futures in batch.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(exc)
+            self._fail(batch, exc)
             return
         except BaseException as exc:  # never leave a request waiting for ever
-            error = self._db._unreachable(exc)
-            for futures in batch.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(error)
+            self._fail(batch, self._db._unreachable(exc))
             raise
         finally:
             self._busy -= 1
@@ -148,11 +176,7 @@ class BatchedRead:
                     self._idle.append(keep)
             if not self._closed:
                 self._dispatch()
-        for key, futures in batch.items():
-            row = rows.get(key)
-            for future in futures:
-                if not future.done():
-                    future.set_result(row)
+        self._answer(batch, rows)
 
     async def _read(self, connection: Any, keys: Sequence[str]) -> tuple[dict[str, Any], Any]:
         """The rows for *keys* by key, and the connection to keep (a new one if *connection* broke)."""
@@ -181,16 +205,9 @@ class BatchedRead:
                     )
                     continue
                 raise self._db._unreachable(exc) from exc
-            self.statements += 1
-            self.keys += len(keys)
-            return {row[self._key_index]: self._convert(row) for row in fetched}, connection
+            as_dict = self._shape.as_dict
+            return {row[self._key_index]: as_dict(row) for row in fetched}, connection
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _convert(self, row: Sequence[Any]) -> dict[str, Any]:
-        return {
-            name: process(value) if process is not None else value
-            for name, process, value in zip(self._names, self._processors, row, strict=True)
-        }
 
     async def _connect(self) -> Any:
         import psycopg
@@ -219,7 +236,7 @@ async def _close_quietly(connection: Any) -> None:
         log.debug("closing a read connection failed: %s", exc)
 
 
-class LoopBatchedRead:
+class LoopBatchedRead(_Waiters):
     """SQLite: the look-ups of one event-loop turn, read in one statement on the loop thread.
 
     Requests whose bytes arrived together start in the same turn of the event loop and reach
@@ -229,24 +246,12 @@ class LoopBatchedRead:
     """
 
     def __init__(self, db: Any, statement: Select[Any], key: Any) -> None:
+        super().__init__()
         self._db = db
         self._statement = statement
         self._key = key
         self._key_column = key.key
-        self._loop = asyncio.get_running_loop()
-        self._pending: dict[str, list[asyncio.Future[Any]]] = {}
-        self._scheduled = False
         self._reads: dict[int, Any] = {}  # PreparedRead per padded batch size
-        self.statements = 0
-        self.keys = 0
-
-    async def get(self, key: str) -> dict[str, Any] | None:
-        future: asyncio.Future[Any] = self._loop.create_future()
-        self._pending.setdefault(key, []).append(future)
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
-        return await future  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
         """Nothing to close: the reads run on the loop thread's own connection."""
@@ -258,31 +263,21 @@ class LoopBatchedRead:
             read = self._reads[size] = self._db.prepare(self._statement.where(self._key.in_(names)))
         return read
 
-    def _flush(self) -> None:
+    def _turn_done(self) -> None:
         self._scheduled = False
-        pending, self._pending = self._pending, {}
-        keys = list(pending)
-        while keys:
-            chunk, keys = keys[:MAX_BATCH], keys[MAX_BATCH:]
+        while self._pending:
+            batch = self._take()
+            keys = list(batch)
             size = 1
-            while size < len(chunk):
+            while size < len(keys):
                 size *= 2
-            padded = chunk + [chunk[0]] * (size - len(chunk))
+            padded = keys + [keys[0]] * (size - len(keys))
             try:
                 rows = self._read_for(size).all(**{f"k{i}": key for i, key in enumerate(padded)})
-            except BaseException as exc:
-                for key in chunk:
-                    for future in pending[key]:
-                        if not future.done():
-                            future.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
+            except Exception as exc:
+                self._fail(batch, exc)
                 continue
-            self.statements += 1
-            self.keys += len(chunk)
-            by_key = {row[self._key_column]: row for row in rows}
-            for key in chunk:
-                row = by_key.get(key)
-                for future in pending[key]:
-                    if not future.done():
-                        future.set_result(row)
+            except BaseException as exc:
+                self._fail(batch, exc)
+                raise
+            self._answer(batch, {row[self._key_column]: row for row in rows})

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.errors import ConfigurationError, YinxinError
 from vault._batched_read import BatchedRead, LoopBatchedRead, batch_statement
+from vault._rows import RowShape
 
 __all__ = [
     "Database",
@@ -355,11 +356,7 @@ class PreparedRead:
         self._sql = compiled.string
         self._compiled = compiled
         self._positions = tuple(compiled.positiontup) if compiled.positiontup else None
-        self._names = tuple(column.key or str(i) for i, column in enumerate(statement.selected_columns))
-        self._processors = tuple(
-            column.type.dialect_impl(dialect).result_processor(dialect, None)
-            for column in statement.selected_columns
-        )
+        self._shape = RowShape(statement, dialect)
         self._dbapi_error: Any = dialect.loaded_dbapi.Error  # the driver's own base class (PEP 249)
 
     def first(self, **params: Any) -> dict[str, Any] | None:
@@ -378,14 +375,8 @@ class PreparedRead:
             rows = self._on_thread_connection(bound, all_rows)
         else:
             rows = self._on_pooled_connection(bound, all_rows)
-        names, processors = self._names, self._processors
-        return [
-            {
-                name: process(value) if process is not None else value
-                for name, process, value in zip(names, processors, row, strict=True)
-            }
-            for row in rows
-        ]
+        as_dict = self._shape.as_dict
+        return [as_dict(row) for row in rows]
 
     def _on_thread_connection(self, bound: Any, all_rows: bool, *, retry: bool = True) -> Any:
         db = self._db

@@ -263,13 +263,13 @@ class Vault(LicenceReader, KeyAdministration):
 
     def trust_store(self, *, refresh: bool = False) -> TrustStore:
         with self._trust_lock:
-            stale = time.monotonic() - self._trust_loaded > self._trust_refresh
-            if self._trust is None or refresh or stale:
+            trust = self._trust
+            if trust is None or refresh or self._trust_due():
                 with self.db.read() as s:
-                    self._trust = self.keys.trust_store(s)
+                    trust = self._trust = self.keys.trust_store(s)
                     self._compromised = self.keys.compromised(s)
                 self._trust_loaded = time.monotonic()
-            return self._trust
+            return trust
 
     def _refresh_for_unknown_key(self) -> bool:
         """Re-read the trust store for a token naming a key it lacks, unless it was read less than
@@ -281,12 +281,13 @@ class Vault(LicenceReader, KeyAdministration):
         self.trust_store(refresh=True)
         return True
 
+    def _trust_due(self) -> bool:
+        """Whether the trust store must be (re-)read: never loaded, or older than the refresh interval."""
+        return self._trust is None or time.monotonic() - self._trust_loaded > self._trust_refresh
+
     def _fresh_trust_store(self) -> TrustStore | None:
         """The cached trust store if it needs no refresh now (no database read), else None."""
-        trust = self._trust
-        if trust is None or time.monotonic() - self._trust_loaded > self._trust_refresh:
-            return None
-        return trust
+        return None if self._trust_due() else self._trust
 
     def compromised_key(self, kid: str | None) -> KeyInfo | None:
         """The registry entry of *kid* if it is a compromised licence key (as of the trust store)."""

@@ -26,7 +26,7 @@ from signing import sign_licence_token
 from signing._jws import encode_header
 from tests._builders import example
 from tests.vault.conftest import SettableClock
-from vault import Database, DatabaseError, Vault
+from vault import Database, DatabaseError, Licence, Vault
 from vault._batched_read import MAX_BATCH, BatchedRead, LoopBatchedRead, batch_statement
 from vault._models import LicenceRecord
 from vault._reading import _VERIFICATION_READ
@@ -50,6 +50,19 @@ def reader_of(db: Database) -> BatchedRead | LoopBatchedRead:
     return db.batched_read(_VERIFICATION_READ, LicenceRecord.identifier)
 
 
+def _issued_under_a_new_key_elsewhere(
+    database_url: str, backend: KeyBackend, clock: SettableClock, issuer: str
+) -> Licence:
+    """A licence signed by a new key of *issuer* that another process (another Vault on the same
+    database) made: unknown to the trust stores this process has cached."""
+    other = Vault(Database(database_url), backend, load_licence_types(), clock=clock)
+    try:
+        other.generate_key(issuer, SignatureAlgorithm.ES256, actor="t")
+        return other.issue(example(other), actor="t").licence
+    finally:
+        other.close()
+
+
 def test_verify_async_gives_the_verdicts_verify_gives(
     ready_vault: Vault,
     software_backend: KeyBackend,
@@ -69,13 +82,9 @@ def test_verify_async_gives_the_verdicts_verify_gives(
     header, payload, signature = licences[3].token.split(".")
     tampered = f"{header}.{payload[:-3]}{'A' if payload[-3] != 'A' else 'B'}{payload[-2:]}.{signature}"
     vault.trust_store()  # cached now: a key made by another process is unknown to it ...
-    other = Vault(Database(database_url), software_backend, load_licence_types(), clock=clock)
-    try:
-        issuer = licences[0].issuer_code
-        other.generate_key(issuer, SignatureAlgorithm.ES256, actor="t")
-        from_other = other.issue(example(other), actor="t").licence
-    finally:
-        other.close()
+    from_other = _issued_under_a_new_key_elsewhere(
+        database_url, software_backend, clock, licences[0].issuer_code
+    )
     assert from_other.kid not in vault.trust_store()  # ... until the verdict refreshes it
     tokens = [lic.token for lic in licences] * 5 + [unissued, tampered, "garbage", "", from_other.token]
 
@@ -269,12 +278,7 @@ def test_a_key_another_process_made_verifies_at_once_and_made_up_keys_cannot_flo
     vault = ready_vault
     lic = vault.issue(example(vault), actor="t").licence
     assert vault.verify(lic.token).valid  # the trust store is cached now
-    other = Vault(Database(database_url), software_backend, load_licence_types(), clock=clock)
-    try:
-        other.generate_key(lic.issuer_code, SignatureAlgorithm.ES256, actor="t")
-        from_other = other.issue(example(other), actor="t").licence
-    finally:
-        other.close()
+    from_other = _issued_under_a_new_key_elsewhere(database_url, software_backend, clock, lic.issuer_code)
     reads: list[None] = []
     registry_read = vault.keys.trust_store
     monkeypatch.setattr(
