@@ -31,10 +31,10 @@ from collections.abc import Callable, Hashable, Sequence
 from itertools import islice
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ARRAY, Select, bindparam, func
+from sqlalchemy import ARRAY, bindparam, func
 
 from schemas.errors import YinxinError
-from vault._rows import RowShape
+from vault._rows import AnySelect, RowShape
 
 __all__ = ["MAX_BATCH", "BatchedRead", "LoopBatchedRead", "TurnCalls", "batch_statement"]
 
@@ -43,7 +43,7 @@ log = logging.getLogger("yinxin.vault")
 MAX_BATCH = 256  # keys in one statement; more waiting go in the next round trip
 
 
-def batch_statement(statement: Select[Any], key: Any, name: str = "keys") -> Select[Any]:
+def batch_statement(statement: AnySelect, key: Any, name: str = "keys") -> AnySelect:
     """*statement* restricted to rows whose *key* column is in the bound list *name* (``= ANY``)."""
     return statement.where(key == func.any(bindparam(name, type_=ARRAY(key.type))))
 
@@ -115,7 +115,7 @@ class BatchedRead(_Waiters[str, dict[str, Any]]):
     def __init__(
         self,
         db: Any,
-        statement: Select[Any],
+        statement: AnySelect,
         *,
         key_column: str,
         param: str = "keys",
@@ -253,7 +253,7 @@ class LoopBatchedRead(_Waiters[str, dict[str, Any]]):
     round trip, so nothing is gained by waiting longer than the turn).
     """
 
-    def __init__(self, db: Any, statement: Select[Any], key: Any) -> None:
+    def __init__(self, db: Any, statement: AnySelect, key: Any) -> None:
         super().__init__()
         self._db = db
         self._statement = statement

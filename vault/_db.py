@@ -28,14 +28,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, Select, Table, create_engine, event, insert
+from sqlalchemy import Engine, Table, create_engine, event, insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.errors import ConfigurationError, YinxinError
 from vault._batched_read import BatchedRead, LoopBatchedRead, batch_statement
-from vault._rows import RowShape
+from vault._rows import AnySelect, RowShape
 
 __all__ = [
     "Database",
@@ -161,11 +161,11 @@ class Database:
         with self._session(self._reader) as session:
             yield session
 
-    def prepare(self, statement: Select[Any]) -> PreparedRead:
+    def prepare(self, statement: AnySelect) -> PreparedRead:
         """*statement* compiled once for this database, to run with :meth:`PreparedRead.first`."""
         return PreparedRead(self, statement)
 
-    def batched_read(self, statement: Select[Any], key: Any) -> _Batched:
+    def batched_read(self, statement: AnySelect, key: Any) -> _Batched:
         """*statement*'s rows by its column *key*, for coroutines of the running event loop, many
         keys in one statement: on PostgreSQL one round trip per free connection
         (:class:`BatchedRead`, ``read_threads`` connections per loop), on SQLite one statement per
@@ -349,7 +349,7 @@ class PreparedRead:
     psycopg's on return).
     """
 
-    def __init__(self, db: Database, statement: Select[Any]) -> None:
+    def __init__(self, db: Database, statement: AnySelect) -> None:
         dialect = db.engine.dialect
         compiled = statement.compile(dialect=dialect)
         self._db = db

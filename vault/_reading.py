@@ -19,7 +19,8 @@ from vault._access import AccessEntry, Accessor, check_purpose, list_access, rec
 from vault._db import Database, PreparedRead
 from vault._issuance import HOLDER_ENCRYPTION_LABEL, holder_index
 from vault._models import DepartmentRecord, LicenceRecord, StatusChangeRecord
-from vault._types import Clock, Licence, StatusChange
+from vault._rows import AnySelect
+from vault._types import Clock, Licence, LicenceState, StatusChange
 
 __all__ = ["LicenceReader"]
 
@@ -32,10 +33,10 @@ _LAST_REASON = (
     .scalar_subquery()
 )
 
-# What verification reads of a licence, its issuer's name and the reason of its last status change,
-# in one statement (compiled once per database: for one licence by Database.prepare, for the many
-# of concurrent verifications by Database.batched_read).
-_VERIFICATION_READ = select(
+# What verification reads of a licence (a LicenceState: not its data), its issuer's name and the
+# reason of its last status change, in one statement (compiled once per database: for one licence
+# by Database.prepare, for the many of concurrent verifications by Database.batched_read).
+_VERIFICATION_READ: AnySelect = select(
     LicenceRecord.identifier,
     LicenceRecord.version,
     LicenceRecord.type_code,
@@ -44,7 +45,6 @@ _VERIFICATION_READ = select(
     LicenceRecord.holder_name,
     LicenceRecord.holder_id_type,
     LicenceRecord.holder_id_masked,
-    LicenceRecord.data,
     LicenceRecord.valid_from,
     LicenceRecord.valid_until,
     LicenceRecord.issued_at,
@@ -160,7 +160,7 @@ class LicenceReader:
                 for r in rows
             ]
 
-    def _licence_for_verification(self, identifier: str) -> tuple[Licence | None, str]:
+    def _licence_for_verification(self, identifier: str) -> tuple[LicenceState | None, str]:
         """The licence *identifier* as a verifier sees it, and the reason of its last status change
         ("" when it never changed): one indexed statement, no ORM session (the verification hot path)."""
         lookup = self._verification_lookup
@@ -168,16 +168,16 @@ class LicenceReader:
             lookup = self._verification_lookup = self.db.prepare(_VERIFICATION_LOOKUP)
         return self._verification_result(lookup.first(identifier=identifier))
 
-    async def _licence_for_verification_async(self, identifier: str) -> tuple[Licence | None, str]:
+    async def _licence_for_verification_async(self, identifier: str) -> tuple[LicenceState | None, str]:
         """:meth:`_licence_for_verification` for a coroutine: the read runs on the event loop, in one
         statement with the other verifications' waiting at the same time (``Database.batched_read``)."""
         reader = self.db.batched_read(_VERIFICATION_READ, LicenceRecord.identifier)
         return self._verification_result(await reader.get(identifier))
 
-    def _verification_result(self, row: dict[str, Any] | None) -> tuple[Licence | None, str]:
+    def _verification_result(self, row: dict[str, Any] | None) -> tuple[LicenceState | None, str]:
         if row is None:
             return None, ""
-        licence = Licence.from_row(
+        licence = LicenceState.from_row(
             row,
             type_name=self._type_name(row["type_code"]),
             issuer_name=row["issuer_name"] or row["issuer_code"],

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlalchemy import Select
 
-__all__ = ["RowShape"]
+__all__ = ["AnySelect", "RowShape"]
+
+# A SELECT of any number of columns of any types (SQLAlchemy 2.1 types each column).
+AnySelect: TypeAlias = "Select[*tuple[Any, ...]]"
 
 
 class RowShape:
@@ -16,7 +19,7 @@ class RowShape:
 
     __slots__ = ("_processors", "names")
 
-    def __init__(self, statement: Select[Any], dialect: Any) -> None:
+    def __init__(self, statement: AnySelect, dialect: Any) -> None:
         columns = statement.selected_columns
         self.names = tuple(column.key or str(i) for i, column in enumerate(columns))
         self._processors = tuple(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from signing import TokenVerdict
-from vault._types import Licence, LicenceStatus, Verdict
+from vault._types import LicenceState, LicenceStatus, Verdict
 
 __all__ = ["judge", "live_verdict", "signature_holds", "unknown_licence"]
 
@@ -31,7 +31,7 @@ def _presented_text(token: str | bytes) -> str:
 
 
 def judge(
-    tv: TokenVerdict, presented: str | bytes, licence: Licence | None, last_reason: str, now: datetime
+    tv: TokenVerdict, presented: str | bytes, licence: LicenceState | None, last_reason: str, now: datetime
 ) -> Verdict:
     if not signature_holds(tv):
         return Verdict(False, LicenceStatus.INVALID, tv.reasons, tv.codes, now, tv.kid)
@@ -73,7 +73,7 @@ def unknown_licence(identifier: str, tv: TokenVerdict, now: datetime) -> Verdict
     )
 
 
-def live_verdict(tv: TokenVerdict, licence: Licence, last_reason: str, now: datetime) -> Verdict:
+def live_verdict(tv: TokenVerdict, licence: LicenceState, last_reason: str, now: datetime) -> Verdict:
     """The verdict of an authentic token for *licence*: its live state at *now*.
 
     Revocation and suspension win over the validity window. Should the token's own
