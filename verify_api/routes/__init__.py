@@ -21,10 +21,12 @@ from verify_api.routes import (
 __all__ = ["ROUTERS"]
 
 # FastAPI matches a request against the routes in this order, one at a time (in 0.165 a miss costs
-# about 8 µs a route): the hot public paths, liveness and token verification, come first.
+# about 8 µs a route): the hot public paths, liveness and token verification, come first, each the
+# only route of its router; readiness and metrics after them.
 ROUTERS: list[APIRouter] = [
-    health.router,
+    health.liveness,
     verify.router,
+    health.router,
     api_docs.router,
     oauth.router,
     # Before licences: /v1/licences/{identifier}.pdf must win over /v1/licences/{identifier}.

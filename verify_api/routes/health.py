@@ -30,7 +30,7 @@ from verify_api.deps import VaultDep
 from verify_api.metrics import CONTENT_TYPE, Metrics, MetricsDep
 from verify_api.problems import PROBLEM_JSON, problem_response
 
-__all__ = ["READINESS_TIMEOUT_SECONDS", "router"]
+__all__ = ["READINESS_TIMEOUT_SECONDS", "liveness", "router"]
 
 log = logging.getLogger("yinxin.api")
 
@@ -38,6 +38,9 @@ READINESS_TIMEOUT_SECONDS = 2.0
 
 CheckResult = Literal["ok", "unavailable", "timeout"]
 
+# Liveness on a router of its own, so that the app can put it first and verification right after
+# it, ahead of the other operations routes (routes/__init__.py).
+liveness = APIRouter(tags=["operations"])
 router = APIRouter(tags=["operations"])
 
 _NOT_READY: dict[int | str, dict[str, Any]] = {
@@ -48,7 +51,7 @@ _NOT_READY: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
+@liveness.get("/healthz", summary="Liveness: the process answers")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
