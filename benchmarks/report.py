@@ -87,6 +87,9 @@ class _Bench:
             # Bulk benchmarks time a whole batch; the test stores the batch rate (median time).
             per_batch = self.extra["licences_per_second"] * self.median_s
             return per_batch / self.best_s, "licences/s"
+        if "requests_per_round" in self.extra:
+            # The in-process app benchmark times rounds of many requests.
+            return self.extra["requests_per_round"] / self.best_s, "requests/s"
         if "pdfs_per_second" in self.extra:
             # The PDF suite stores every rate under this key, QR codes included.
             unit = "QR codes/s" if self.group.startswith("qr-") else "PDFs/s"
