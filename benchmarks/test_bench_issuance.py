@@ -13,7 +13,6 @@ import argparse
 import json
 import sqlite3
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,47 +20,27 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from hsm import KeyBackend, SoftwareBackend
+from benchmarks._vaults import demo_lines, demo_vault
 from schemas import LicenceCreate, load_licence_types
-from vault import Database, Vault
+from vault import Vault
 from verify_api._bulk import run_bulk
-from verify_api._demo import DEMO_TYPE, ensure_demo_departments
+from verify_api._demo import DEMO_TYPE
 
 LINES = 5000
 BATCH = 500
 
 
-class _Clock:
-    def __call__(self) -> datetime:
-        return datetime.now(UTC)
-
-
 @pytest.fixture
 def vault(tmp_path: Path) -> Iterator[Vault]:
-    backend: KeyBackend = SoftwareBackend(tmp_path / "keystore", b"bench")
-    v = Vault(Database(f"sqlite:///{tmp_path / 'bench.db'}"), backend, load_licence_types(), clock=_Clock())
-    v.initialise(actor="bench")
-    ensure_demo_departments(v, "bench")
-    yield v
-    v.close()
-    backend.close()
-
-
-def _lines(tag: str, count: int) -> list[str]:
-    example = load_licence_types().get(DEMO_TYPE).example
-    out = []
-    for i in range(count):
-        body = json.loads(json.dumps(example))
-        body["holder"]["name"] = f"{body['holder']['name']}-{tag}-{i}"
-        out.append(json.dumps(body, ensure_ascii=False))
-    return out
+    with demo_vault(tmp_path) as v:
+        yield v
 
 
 def test_issue_bulk_raw_baseline(benchmark: Any, tmp_path: Path) -> None:
     benchmark.group = "issue-bulk"
     benchmark.extra_info["role"] = "baseline"
     key = ec.generate_private_key(ec.SECP256R1())
-    lines = _lines("raw", LINES)
+    lines = demo_lines("raw", LINES)
     conn = sqlite3.connect(tmp_path / "raw.db", isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
@@ -89,7 +68,7 @@ def test_issue_bulk_ours(benchmark: Any, vault: Vault, tmp_path: Path) -> None:
 
     def setup() -> tuple[tuple[argparse.Namespace], dict[str, Any]]:
         path = tmp_path / f"bulk-{next(rounds)}.jsonl"
-        path.write_text("\n".join(_lines(path.stem, LINES)) + "\n", encoding="utf-8")
+        path.write_text("\n".join(demo_lines(path.stem, LINES)) + "\n", encoding="utf-8")
         args = argparse.Namespace(file=str(path), results=None, batch_size=BATCH, json=True)
         return (args,), {}
 
