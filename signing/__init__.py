@@ -30,6 +30,7 @@ from ._access_token import (
     ACCESS_TOKEN_TYP,
     MAX_ACCESS_TOKEN_BYTES,
     InvalidAccessToken,
+    check_access_token_times,
     sign_access_token,
     verify_access_token,
 )
@@ -138,6 +139,7 @@ __all__ = [
     "TrustedKey",
     "b64url_decode",
     "certificate_fingerprint",
+    "check_access_token_times",
     "decode_status_list",
     "encode_status_list",
     "find_cjk_font",

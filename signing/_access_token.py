@@ -46,6 +46,7 @@ __all__ = [
     "ACCESS_TOKEN_TYP",
     "MAX_ACCESS_TOKEN_BYTES",
     "InvalidAccessToken",
+    "check_access_token_times",
     "new_token_id",
     "sign_access_token",
     "verify_access_token",
@@ -219,6 +220,17 @@ def verify_access_token(
         raise _invalid("wrong_issuer", f"the access token was not issued by {issuer!r}")
     if not _audience_matches(claims["aud"], audience):
         raise _invalid("wrong_audience", f"the access token is not meant for {audience!r}")
+    check_access_token_times(claims, now=now, leeway=leeway)
+    return claims
+
+
+def check_access_token_times(claims: Mapping[str, Any], *, now: datetime, leeway: int = 0) -> None:
+    """Raise :class:`InvalidAccessToken` unless *now* is within the token's ``iat``/``nbf``/``exp``.
+
+    The last step of :func:`verify_access_token`, the only one whose answer changes with time: a
+    caller that keeps the claims of a token verified earlier (``verify_api.auth``) runs it again
+    on each use. *claims* must come from :func:`verify_access_token`.
+    """
     instant = now.timestamp()
     if instant >= claims["exp"] + leeway:
         raise _invalid("expired", "the access token has expired: request a new one")
@@ -226,4 +238,3 @@ def verify_access_token(
         raise _invalid("not_yet_valid", "the access token is not valid yet")
     if claims["iat"] > instant + leeway:
         raise _invalid("not_yet_valid", "the access token was issued in the future: check the clocks")
-    return claims

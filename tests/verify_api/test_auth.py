@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -23,6 +23,7 @@ from httpx import Response
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
+import verify_api.auth
 from hsm import KeyBackend, SignatureAlgorithm, SoftwareBackend
 from schemas import load_licence_types
 from signing import jwks_document, sign_licence_token
@@ -32,7 +33,7 @@ from vault import Database, Vault
 from vault._access_tokens import ensure_service_key, service_trust_store
 from vault._clients import ClientRegistry, NewClient
 from verify_api.app import create_app
-from verify_api.auth import Principal, require_own_department, require_scope
+from verify_api.auth import AccessTokenTrust, Principal, require_own_department, require_scope
 from verify_api.routes import ROUTERS, oauth
 from verify_api.settings import Settings
 
@@ -414,3 +415,83 @@ def test_service_key_made_by_another_process_is_picked_up(
     assert authenticated is not None
     issued = other.issue_token(authenticated)
     assert api.get("/test/read", headers=bearer(issued.token)).status_code == 200
+
+
+# ---- verified tokens remembered -------------------------------------------------------------------
+
+
+@pytest.fixture
+def verifications(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tokens whose signature and claims the API checked (the real check, counted)."""
+    seen: list[str] = []
+    real = verify_api.auth.verify_access_token
+
+    def counted(token: str | bytes, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        seen.append(str(token))
+        return real(token, *args, **kwargs)
+
+    monkeypatch.setattr(verify_api.auth, "verify_access_token", counted)
+    return seen
+
+
+def test_a_token_is_verified_once_per_trust_store_and_its_times_on_every_use(
+    api: TestClient, reader: NewClient, clock: SettableClock, verifications: list[str]
+) -> None:
+    token, other = get_token(api, reader), get_token(api, reader)
+    for _ in range(3):
+        assert api.get("/test/read", headers=bearer(token)).status_code == 200
+        assert api.get("/test/read", headers=bearer(other)).status_code == 200
+    assert verifications == [token, other]
+    # One character changed is another token: checked, and refused.
+    tampered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+    assert_invalid_token(api.get("/test/read", headers=bearer(tampered)))
+    assert verifications == [token, other, tampered]
+    # Remembered or not, a token is refused the second it expires ...
+    clock.advance(seconds=600)
+    response = api.get("/test/read", headers=bearer(token))
+    assert_invalid_token(response)
+    assert "expired" in response.headers["www-authenticate"]
+    assert len(verifications) == 3
+    # ... and before its iat (a clock set back) it is refused as well.
+    clock.advance(seconds=-1200)
+    response = api.get("/test/read", headers=bearer(other))
+    assert_invalid_token(response)
+    assert "issued in the future" in response.json()["detail"]
+
+
+def test_a_remembered_token_is_refused_once_its_service_key_is_compromised(
+    api: TestClient, vault: Vault, reader: NewClient, clock: SettableClock, verifications: list[str]
+) -> None:
+    token = get_token(api, reader)
+    assert api.get("/test/read", headers=bearer(token)).status_code == 200
+    assert api.get("/test/read", headers=bearer(token)).status_code == 200
+    assert verifications == [token]
+    kid = ensure_service_key(vault).kid
+    vault.lifecycle.compromise(kid, since=clock() - timedelta(hours=1), reason="leaked", actor="officer")
+    response = api.get("/test/read", headers=bearer(token))
+    assert_invalid_token(response)
+    assert verifications == [token, token]  # the compromise re-read the store: checked again
+
+
+def test_what_is_remembered_goes_with_the_store_and_is_bounded(
+    vault: Vault, reader: NewClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = ClientRegistry(vault)
+    authenticated = registry.authenticate(reader.client_id, reader.client_secret)
+    assert authenticated is not None
+    tokens = [registry.issue_token(authenticated).token for _ in range(3)]
+    trust = AccessTokenTrust(vault, min_refresh_seconds=3600)
+    store = trust.store()
+    monkeypatch.setattr(verify_api.auth, "MAX_VERIFIED_TOKENS", 2)
+    for token in tokens:
+        trust.remember(token, store, {"token": token})
+    assert trust.verified(tokens[0], store) is None  # the oldest made way
+    assert trust.verified(tokens[2], store) == {"token": tokens[2]}
+    # Claims verified under a store that is no longer current are neither kept nor given back.
+    assert trust.refresh_for("service-es256-unknown", force=True) is False
+    fresh = trust.store()
+    assert fresh is not store
+    assert trust.verified(tokens[2], fresh) is None
+    assert trust.verified(tokens[2], store) is None
+    trust.remember(tokens[1], store, {"token": tokens[1]})
+    assert trust.verified(tokens[1], fresh) is None
