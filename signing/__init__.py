@@ -53,7 +53,13 @@ from ._pdf_verify import (
     SealCertificateStatus,
     verify_sealed_pdf,
 )
-from ._presentation import MAX_PRESENTATION_BYTES, PRESENTATION_TYP, sign_presentation, verify_presentation
+from ._presentation import (
+    MAX_PRESENTATION_BYTES,
+    PRESENTATION_TYP,
+    sign_presentation,
+    sign_presentations,
+    verify_presentation,
+)
 from ._qr import QR_BORDER, QR_ERROR_CORRECTION, QRImage, presentation_url, qr_png, qr_svg, qr_version
 from ._record import (
     CEREMONY_TYP,
@@ -166,6 +172,7 @@ __all__ = [
     "sign_licence_token",
     "sign_licence_tokens",
     "sign_presentation",
+    "sign_presentations",
     "sign_record",
     "sign_status_list_token",
     "status_at",

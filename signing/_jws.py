@@ -21,6 +21,7 @@ import binascii
 import functools
 import json
 import re
+from collections.abc import Sequence
 from typing import Any, Final
 
 import orjson
@@ -322,6 +323,37 @@ def sign_compact(
     signing_input = compact_signing_input(key, payload, typ=typ, max_bytes=max_bytes, what=what, hint=hint)
     signature = backend.sign(key, signing_input.encode("ascii"))
     return compact_token(key, signing_input, signature, max_bytes=max_bytes, what=what, hint=hint)
+
+
+def sign_compact_many(
+    backend: KeyBackend,
+    batch: Sequence[tuple[KeyRef, bytes]],
+    *,
+    typ: str,
+    max_bytes: int,
+    what: str,
+    hint: str = "",
+) -> list[str]:
+    """:func:`sign_compact` for each ``(key, payload)`` of *batch*, in order.
+
+    All or nothing: a payload too large raises before anything is signed. Each key's signatures
+    are asked for in one ``KeyBackend.sign_many`` call, which may sign on several threads.
+    """
+    limits: dict[str, Any] = {"max_bytes": max_bytes, "what": what, "hint": hint}
+    inputs = [compact_signing_input(key, payload, typ=typ, **limits) for key, payload in batch]
+    by_key: dict[KeyRef, list[int]] = {}
+    for index, (key, _) in enumerate(batch):
+        by_key.setdefault(key, []).append(index)
+    signatures: list[bytes] = [b""] * len(batch)
+    for key, indices in by_key.items():
+        made = backend.sign_many(key, [inputs[i].encode("ascii") for i in indices])
+        if len(made) != len(indices):
+            raise BackendError(f"the key backend returned {len(made)} signatures for {len(indices)} inputs")
+        for index, signature in zip(indices, made, strict=True):
+            signatures[index] = signature
+    return [
+        compact_token(key, inputs[index], signatures[index], **limits) for index, (key, _) in enumerate(batch)
+    ]
 
 
 def compact_signing_input(

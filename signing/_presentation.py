@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final
@@ -50,6 +50,7 @@ from ._jws import (
     parse_json_object,
     shown,
     sign_compact,
+    sign_compact_many,
 )
 from ._token import TokenVerdict
 from ._trust import TrustStore, resolve_key
@@ -58,6 +59,7 @@ __all__ = [
     "MAX_PRESENTATION_BYTES",
     "PRESENTATION_TYP",
     "sign_presentation",
+    "sign_presentations",
     "verify_presentation",
 ]
 
@@ -102,22 +104,38 @@ def sign_presentation(
     malformed identifier, ``InvalidInput`` for bad times, ``InputTooLarge``
     over ``MAX_PRESENTATION_BYTES``, and whatever the backend raises.
     """
+    return sign_compact(backend, key, _payload(identifier, iat, exp), **_PRESENTATION_FORM)
+
+
+def sign_presentations(
+    backend: KeyBackend, batch: Sequence[tuple[KeyRef, str, datetime | int, datetime | int | None]]
+) -> list[str]:
+    """:func:`sign_presentation` for each ``(key, identifier, iat, exp)`` of *batch*, in order.
+
+    All or nothing: the first bad item raises before anything is signed; each key's signatures
+    are asked for in one ``KeyBackend.sign_many`` call (the group of licences an issuance
+    transaction just stored, ``vault._presentation.with_presentations``).
+    """
+    payloads = [(key, _payload(identifier, iat, exp)) for key, identifier, iat, exp in batch]
+    return sign_compact_many(backend, payloads, **_PRESENTATION_FORM)
+
+
+_PRESENTATION_FORM: Final[dict[str, Any]] = {
+    "typ": PRESENTATION_TYP,
+    "max_bytes": MAX_PRESENTATION_BYTES,
+    "what": "presentation token",
+    "hint": "use a shorter key id",
+}
+
+
+def _payload(identifier: str, iat: datetime | int, exp: datetime | int | None) -> bytes:
     sub = str(LicenceIdentifier.parse(identifier))
     claims: dict[str, Any] = {"sub": sub, "iat": _numeric_date(iat, "iat")}
     if exp is not None:
         claims["exp"] = _numeric_date(exp, "exp")
         if claims["exp"] <= claims["iat"]:
             raise InvalidInput("exp must be later than iat: the licence has already expired")
-    payload = json.dumps(claims, separators=(",", ":"), ensure_ascii=True).encode("ascii")
-    return sign_compact(
-        backend,
-        key,
-        payload,
-        typ=PRESENTATION_TYP,
-        max_bytes=MAX_PRESENTATION_BYTES,
-        what="presentation token",
-        hint="use a shorter key id",
-    )
+    return json.dumps(claims, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
 # --- verification -------------------------------------------------------------

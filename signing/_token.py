@@ -29,7 +29,7 @@ from typing import Any, Final, NamedTuple
 import orjson
 
 from hsm import KeyBackend, KeyRef
-from schemas.errors import BackendError, InvalidInput
+from schemas.errors import InvalidInput
 
 from ._jws import (
     CLAIMS_INVALID,
@@ -42,11 +42,10 @@ from ._jws import (
     TOO_LARGE,
     Rejected,
     b64url_decode,
-    compact_signing_input,
-    compact_token,
     parse_json_object,
     shown,
     sign_compact,
+    sign_compact_many,
 )
 from ._trust import TrustStore, resolve_key
 
@@ -214,24 +213,8 @@ def sign_licence_tokens(backend: KeyBackend, batch: Sequence[tuple[KeyRef, Mappi
     signatures are asked for in one ``KeyBackend.sign_many`` call, which may sign on
     several threads.
     """
-    inputs = [
-        compact_signing_input(key, _licence_payload(claims), typ=TOKEN_TYP, **_TOKEN_LIMITS)
-        for key, claims in batch
-    ]
-    by_key: dict[KeyRef, list[int]] = {}
-    for index, (key, _) in enumerate(batch):
-        by_key.setdefault(key, []).append(index)
-    signatures: list[bytes] = [b""] * len(batch)
-    for key, indices in by_key.items():
-        made = backend.sign_many(key, [inputs[i].encode("ascii") for i in indices])
-        if len(made) != len(indices):
-            raise BackendError(f"the key backend returned {len(made)} signatures for {len(indices)} inputs")
-        for index, signature in zip(indices, made, strict=True):
-            signatures[index] = signature
-    return [
-        compact_token(key, inputs[index], signatures[index], **_TOKEN_LIMITS)
-        for index, (key, _) in enumerate(batch)
-    ]
+    payloads = [(key, _licence_payload(claims)) for key, claims in batch]
+    return sign_compact_many(backend, payloads, typ=TOKEN_TYP, **_TOKEN_LIMITS)
 
 
 # --- verification -------------------------------------------------------------

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vault._db import DatabaseConflict
@@ -51,26 +51,41 @@ MAX_GROUP = 256  # requests in one transaction at most: bounds a group's commit 
 @dataclass(eq=False)
 class _Ticket:
     item: BulkItem
+    woken: threading.Event = field(default_factory=threading.Event)
     done: bool = False
+    lead: bool = False  # still queued, and handed the lead: run the next group
     outcome: BulkOutcome | None = None
     error: BaseException | None = None
     alone: bool = False  # the group hit a conflict: issue this one by itself
 
 
 class GroupCommit:
-    """Leader/follower group commit over *issue_batch* (``Vault.issue_batch`` with per-item actors)."""
+    """Leader/follower group commit over *issue_batch* (``Vault.issue_batch`` with per-item actors).
+
+    Each caller sleeps on an event of its own and is woken once: when its outcome is settled, or
+    when it is handed the lead. (One condition notified to all would wake every waiting caller
+    after every group, to find that nearly all of them must sleep again.)
+
+    *finish*, if given, takes each committed group's items and outcomes and returns the outcomes
+    to answer with (``Vault`` signs the presentation tokens asked for). It runs once the lead has
+    passed to the next group, so its work overlaps the next transaction, and before any caller
+    of the group is answered. It should not raise: what it raises is logged, and the outcomes go
+    out as they were.
+    """
 
     def __init__(
         self,
         issue_batch: Callable[[Sequence[BulkItem]], list[BulkOutcome]],
         *,
+        finish: Callable[[Sequence[BulkItem], list[BulkOutcome]], list[BulkOutcome]] | None = None,
         max_group: int = MAX_GROUP,
     ) -> None:
         if max_group < 1:
             raise ValueError("a group holds at least one request")
         self._issue_batch = issue_batch
+        self._finish = finish
         self.max_group = max_group
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._pending: list[_Ticket] = []
         self._leading = False
         self.groups = 0  # transactions run (for tests and the curious)
@@ -80,29 +95,60 @@ class GroupCommit:
         """Issue *item* in the next group to commit; its outcome, or None when the group hit a
         database conflict and the caller must issue it alone. Raises what the transaction raised."""
         ticket = _Ticket(item)
-        with self._cond:
+        with self._lock:
             self._pending.append(ticket)
-        while True:
-            with self._cond:
-                while self._leading and not ticket.done:
-                    self._cond.wait()
-                if ticket.done:
-                    break
-                self._leading = True
-                group = self._pending[: self.max_group]
-                del self._pending[: self.max_group]
-            try:
-                self._run(group)
-            finally:
-                with self._cond:
-                    self._leading = False
-                    self._cond.notify_all()
+            ticket.lead = not self._leading
+            self._leading = True
+        while not ticket.done:
+            if ticket.lead:
+                ticket.lead = False
+                self._lead()
+            else:
+                ticket.woken.wait()
+                ticket.woken.clear()
         if ticket.error is not None:
             raise ticket.error
         return None if ticket.alone else ticket.outcome
 
-    def _run(self, group: list[_Ticket]) -> None:
-        """Issue *group* in one transaction and settle every ticket; never raises."""
+    def _lead(self) -> None:
+        """Run the queue's first group, pass the lead on, then settle the group's tickets."""
+        with self._lock:
+            group = self._pending[: self.max_group]
+            del self._pending[: self.max_group]
+        try:
+            outcomes = self._run(group)
+        finally:
+            with self._lock:
+                successor = self._pending[0] if self._pending else None
+                if successor is None:
+                    self._leading = False
+                else:
+                    successor.lead = True
+            if successor is not None:
+                successor.woken.set()
+        try:
+            if outcomes is not None and self._finish is not None:
+                self._finish_group(group, outcomes)
+        finally:
+            for t in group:
+                t.done = True
+                t.woken.set()
+
+    def _finish_group(self, group: list[_Ticket], outcomes: list[BulkOutcome]) -> None:
+        assert self._finish is not None
+        try:
+            finished = self._finish([t.item for t in group], outcomes)
+            if len(finished) != len(group):
+                raise ValueError(f"{len(finished)} outcomes for a group of {len(group)}")
+        except Exception:
+            log.exception("finishing a group of %d issuances failed: answered as committed", len(group))
+            return
+        for t, outcome in zip(group, finished, strict=True):
+            t.outcome = outcome
+
+    def _run(self, group: list[_Ticket]) -> list[BulkOutcome] | None:
+        """Issue *group* in one transaction; its outcomes, or None with every ticket's error or
+        conflict set. Never raises."""
         self.groups += 1
         self.largest = max(self.largest, len(group))
         try:
@@ -110,11 +156,12 @@ class GroupCommit:
         except DatabaseConflict:
             log.info("group of %d issuances hit a database conflict: each is issued alone", len(group))
             for t in group:
-                t.alone, t.done = True, True
-            return
+                t.alone = True
+            return None
         except BaseException as exc:  # the transaction failed as a whole: each caller gets it
             for t in group:
-                t.error, t.done = exc, True
-            return
+                t.error = exc
+            return None
         for t, outcome in zip(group, outcomes, strict=True):
-            t.outcome, t.done = outcome, True
+            t.outcome = outcome
+        return outcomes

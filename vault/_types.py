@@ -178,6 +178,8 @@ class IssueResult:
     created: bool  # False when an idempotency key returned an earlier result
     # The key that signed a licence created just now (its department's active key at the commit).
     key: KeyRef | None = None
+    # A presentation token for it (the QR code's), when the caller asked and one could be signed.
+    presentation: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,3 +228,4 @@ class BulkOutcome:
     extra: Mapping[str, Any] = field(default_factory=dict)
     licence: Licence | None = None  # the licence as issued (created outcomes of issue_batch)
     key: KeyRef | None = None  # and the key that signed it
+    presentation: str | None = None  # a presentation token for it, when asked for (Vault.issue)

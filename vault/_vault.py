@@ -18,7 +18,7 @@ import orjson
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from hsm import KeyBackend, SecretPurpose, SignatureAlgorithm
+from hsm import KeyBackend, KeyRef, SecretPurpose, SignatureAlgorithm
 from schemas import (
     LicenceCreate,
     LicenceIdentifier,
@@ -34,7 +34,14 @@ from schemas.errors import (
     LicenceNotFound,
     YinxinError,
 )
-from signing import MAX_TOKEN_BYTES, TokenVerdict, TrustStore, b64url_decode, verify_token
+from signing import (
+    MAX_TOKEN_BYTES,
+    TokenVerdict,
+    TrustStore,
+    b64url_decode,
+    sign_presentations,
+    verify_token,
+)
 from vault._administration import KeyAdministration
 from vault._approvals import ApprovalBook
 from vault._audit import AuditEntry, AuditEvent, AuditLog
@@ -71,6 +78,7 @@ from vault._types import (
     Licence,
     LicenceStatus,
     Verdict,
+    licence_window,
     system_clock,
 )
 from vault._verification import judge, signature_holds
@@ -117,6 +125,7 @@ class BulkItem:
     idempotency_key: str | None
     request_hash: str = ""  # computed when empty; bulk import passes the one it keyed on
     actor: str = ""  # who asks, when not the batch's actor (Vault.issue's group commit)
+    presentation: bool = False  # Vault.issue: sign a presentation token once the licence is stored
 
     def digest(self) -> str:
         return self.request_hash or request_hash(self.request)
@@ -171,7 +180,9 @@ class Vault(LicenceReader, KeyAdministration):
         # Bumped whenever this process changes key states; other caches (access-token trust) watch it.
         self.trust_generation = 0
         # Vault.issue: concurrent single issuances share transactions (vault._group_commit).
-        self._group_commit = GroupCommit(functools.partial(self.issue_batch, actor=""))
+        self._group_commit = GroupCommit(
+            functools.partial(self.issue_batch, actor=""), finish=self._with_presentations
+        )
 
     # ---- setup --------------------------------------------------------------
 
@@ -316,16 +327,26 @@ class Vault(LicenceReader, KeyAdministration):
         name, key = issuers[req.issuer]
         return PreparedLicence(req, licence_type, name, key, item.idempotency_key, item.digest(), item.actor)
 
-    def issue(self, request: LicenceCreate, *, idempotency_key: str | None = None, actor: str) -> IssueResult:
+    def issue(
+        self,
+        request: LicenceCreate,
+        *,
+        idempotency_key: str | None = None,
+        actor: str,
+        presentation: bool = False,
+    ) -> IssueResult:
         """Issue one licence; with an idempotency key a retry returns the first result.
 
         Concurrent calls in this process share transactions (group commit, see
         :mod:`vault._group_commit`): each returns once its licence is committed, with the
-        outcome it would have had alone.
+        outcome it would have had alone. With *presentation*, a licence created now comes with a
+        presentation token for its QR code (``IssueResult.presentation``), signed with the
+        other licences of its group once they are stored; None when there is none to sign (a
+        replay, a licence already expired) or the backend refused.
         """
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
             raise InvalidInput(f"idempotency key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
-        item = BulkItem(0, request, idempotency_key, actor=actor)
+        item = BulkItem(0, request, idempotency_key, actor=actor, presentation=presentation)
         outcome = self._group_commit.submit(item)
         if outcome is None:  # the group met a conflicting commit of another process
             outcome = self._issue_alone(item)
@@ -333,7 +354,35 @@ class Vault(LicenceReader, KeyAdministration):
             raise outcome.extra["exception"]
         assert outcome.identifier is not None
         licence = outcome.licence if outcome.licence is not None else self.get(outcome.identifier)
-        return IssueResult(licence, outcome.created, outcome.key)
+        return IssueResult(licence, outcome.created, outcome.key, outcome.presentation)
+
+    def _with_presentations(
+        self, items: Sequence[BulkItem], outcomes: list[BulkOutcome]
+    ) -> list[BulkOutcome]:
+        """A group's *outcomes*, with presentation tokens for the licences it created whose callers
+        asked for one, all signed together (``signing.sign_presentations``: one backend call per
+        key) with the key that signed each licence, as :func:`vault._presentation.presentation_for`
+        would one at a time. Unchanged where there is none to sign, or if the backend refuses."""
+        now = self.clock()
+        wanted: list[tuple[int, KeyRef, str, datetime | None]] = []
+        for index, (item, outcome) in enumerate(zip(items, outcomes, strict=True)):
+            licence, key = outcome.licence, outcome.key
+            if item.presentation and outcome.created and licence is not None and key is not None:
+                _, end = licence_window(licence.valid_from, licence.valid_until)
+                if end is None or end > now:  # an expired licence gets no QR code
+                    wanted.append((index, key, licence.identifier, end))
+        if not wanted:
+            return outcomes
+        try:
+            tokens = sign_presentations(self.backend, [(key, name, now, end) for _, key, name, end in wanted])
+        except YinxinError as exc:
+            # Each caller then asks for its own (vault._presentation), and gets the same answer.
+            log.warning("could not sign presentation tokens for %d new licences: %s", len(wanted), exc.code)
+            return outcomes
+        finished = list(outcomes)
+        for (index, *_), token in zip(wanted, tokens, strict=True):
+            finished[index] = replace(finished[index], presentation=token)
+        return finished
 
     def _issue_alone(self, item: BulkItem) -> BulkOutcome:
         try:

@@ -24,6 +24,7 @@ from signing._presentation import (
     MAX_PRESENTATION_BYTES,
     PRESENTATION_TYP,
     sign_presentation,
+    sign_presentations,
     verify_presentation,
 )
 from tests.signing._support import NOW, NOW_TS, Forge, b64, compact, licence_claims, unb64, with_signature
@@ -124,6 +125,40 @@ def test_signing_refuses_bad_input(forge: Forge) -> None:
         sign_presentation(forge.backend, forge.key(), IDENTIFIER, iat=NOW.replace(tzinfo=None), exp=None)
     with pytest.raises(InvalidInput):
         sign_presentation(forge.backend, forge.key(), IDENTIFIER, iat=NOW, exp=NOW)  # already over
+
+
+def test_a_batch_signs_each_item_as_one_at_a_time_would(forge: Forge, trust: TrustStore) -> None:
+    other = str(LicenceIdentifier("11100000000013101Q001", "11110101000000123B", 2026, 2))
+    batch = [
+        (forge.key(SignatureAlgorithm.ES256), IDENTIFIER, NOW_TS - 60, EXP),
+        (forge.key(SignatureAlgorithm.EDDSA), other, NOW, None),
+        (forge.key(SignatureAlgorithm.ES256), other, NOW_TS - 60, EXP),
+        (forge.key(SignatureAlgorithm.PS256), IDENTIFIER, NOW_TS - 60, EXP),
+    ]
+    tokens = sign_presentations(forge.backend, batch)
+    assert len(tokens) == 4
+    for (key, identifier, iat, exp), token in zip(batch, tokens, strict=True):
+        verdict = verify_presentation(token, trust, now=NOW)
+        assert verdict.valid, verdict.reasons
+        assert verdict.kid == key.kid and verdict.claims is not None and verdict.claims["sub"] == identifier
+        alone = sign_presentation(forge.backend, key, identifier, iat=iat, exp=exp)
+        assert token.rpartition(".")[0] == alone.rpartition(".")[0]  # the same header and payload
+    # All or nothing: one bad item and nothing is signed.
+    signed: list[int] = []
+    real = forge.backend.sign_many
+
+    def counted(key: Any, messages: Any) -> Any:
+        signed.append(len(messages))
+        return real(key, messages)
+
+    forge.backend.sign_many = counted  # type: ignore[method-assign]
+    try:
+        with pytest.raises(InvalidIdentifier):
+            sign_presentations(forge.backend, [batch[0], (forge.key(), "garbage", NOW, None)])
+        assert signed == []
+        assert sign_presentations(forge.backend, []) == []
+    finally:
+        forge.backend.sign_many = real  # type: ignore[method-assign]
 
 
 # --- what is refused ----------------------------------------------------------------

@@ -8,6 +8,8 @@ the first commits alone and the rest commit together, in one transaction.
 
 from __future__ import annotations
 
+import base64
+import functools
 import json
 import threading
 import time
@@ -24,7 +26,11 @@ from schemas.errors import BackendError, IdempotencyConflict, InvalidInput, Yinx
 from tests._builders import example
 from tests.faults._support import check_invariants
 from vault import IssueResult, Vault
+from vault import _vault as vault_module
+from vault._group_commit import GroupCommit
 from vault._models import AuditEventRecord
+from vault._presentation import verify_presentation_token
+from vault._vault import BulkItem
 
 
 @contextmanager
@@ -177,3 +183,67 @@ def test_a_burst_of_callers_issues_every_licence_once_in_fewer_transactions(
     # Callers that arrive while a transaction commits wait for the next one and share it.
     assert groups < threads * 8
     print(f"{threads * 8} issuances in {groups} transactions (largest {ready_vault._group_commit.largest})")
+
+
+# ---- presentation tokens, signed for the group once it is stored -------------------------------
+
+
+def _claims(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+def test_callers_who_ask_get_a_presentation_token_signed_with_their_group(ready_vault: Vault) -> None:
+    base = example(ready_vault)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(
+            pool.map(
+                lambda n: ready_vault.issue(
+                    base, idempotency_key=f"p-{n}", actor="client:x", presentation=n % 2 == 0
+                ),
+                range(64),
+            )
+        )
+    for n, result in enumerate(results):
+        if n % 2:
+            assert result.presentation is None
+            continue
+        assert result.presentation is not None
+        verdict = verify_presentation_token(ready_vault, result.presentation)
+        assert (verdict.valid, verdict.status, verdict.kid) == (True, "valid", result.licence.kid)
+        claims = _claims(result.presentation)
+        assert claims["sub"] == result.licence.identifier
+        assert claims["iat"] == int(ready_vault.clock().timestamp())
+    # A replay has no new licence to present: the caller signs one itself (the route's fallback).
+    replay = ready_vault.issue(base, idempotency_key="p-0", actor="client:x", presentation=True)
+    assert (replay.created, replay.presentation) == (False, None)
+
+
+def test_a_presentation_the_backend_refuses_leaves_the_licence_issued(
+    ready_vault: Vault, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refused(*args: Any, **kwargs: Any) -> list[str]:
+        raise BackendError("the key backend stopped answering (test)")
+
+    monkeypatch.setattr(vault_module, "sign_presentations", refused)
+    result = ready_vault.issue(
+        example(ready_vault), idempotency_key="r-1", actor="client:x", presentation=True
+    )
+    assert result.created and result.presentation is None
+    assert ready_vault.verify(result.licence.token).valid
+    assert "could not sign presentation tokens for 1 new licences: backend_error" in caplog.text
+
+
+def test_a_finish_step_that_fails_answers_every_caller_as_committed(
+    ready_vault: Vault, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(items: Any, outcomes: Any) -> Any:
+        return outcomes[:-1]  # one outcome short: a bug, not to be passed on
+
+    group_commit = GroupCommit(functools.partial(ready_vault.issue_batch, actor=""), finish=broken)
+    outcome = group_commit.submit(
+        BulkItem(0, example(ready_vault), "g-1", actor="client:x", presentation=True)
+    )
+    assert outcome is not None and outcome.created and outcome.presentation is None
+    assert "finishing a group of 1 issuances failed" in caplog.text
+    assert check_invariants(ready_vault)["licences"] == 1

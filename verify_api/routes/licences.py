@@ -178,14 +178,20 @@ def _issue(request: Request, raw: bytes) -> Response:
     vault: Vault = request.app.state.vault
     # Vault.issue checks the key's length (MAX_IDEMPOTENCY_KEY) before anything is written.
     idempotency_key = request.headers.get("idempotency-key")
-    result = vault.issue(body, idempotency_key=idempotency_key, actor=f"client:{principal.client_id}")
+    result = vault.issue(
+        body, idempotency_key=idempotency_key, actor=f"client:{principal.client_id}", presentation=True
+    )
     headers = {"Location": f"/v1/licences/{result.licence.identifier}"}
     if result.created:
         request.app.state.metrics.issued(1)
     else:
         headers["Idempotent-Replayed"] = "true"
     lic = result.licence
-    public = _public(lic, lic.effective_status(vault.clock()), _page_link(vault, lic, result.key))
+    if result.presentation is not None:  # signed with the rest of its group (Vault.issue)
+        page: str | None = presentation_url(vault.public_url, result.presentation)
+    else:
+        page = _page_link(vault, lic, result.key)
+    public = _public(lic, lic.effective_status(vault.clock()), page)
     # The model was built and checked by _public: its JSON, without FastAPI validating it again.
     return Response(
         public.model_dump_json(by_alias=True),
