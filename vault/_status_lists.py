@@ -65,14 +65,21 @@ _FIRST_DRAW_MARGIN: Final = 1.25
 _MIN_DRAW: Final = 256
 _MAX_ROUNDS: Final = 6
 # One bound parameter per look-up, whatever the number of candidates: a JSON array (SQLite's
-# json_each) or an integer array (PostgreSQL's = ANY), instead of thousands of IN parameters.
+# json_each) or an integer array (PostgreSQL's unnest), instead of thousands of IN parameters.
+# On PostgreSQL each candidate is probed in the (status_list, status_index) index by a LATERAL
+# subquery with LIMIT, a plan that does not depend on the table's statistics. The plain
+# "status_list = :name AND status_index = ANY(:candidates)", planned with statistics from when the
+# table was small (a new or fast-growing database, before autovacuum analyses it), became a
+# scan of every licence of the list, filtered: 3.7 ms at 4 000 licences and growing with each
+# one, against 0.7 ms for 256 probes.
 _USED_AMONG: Final = {
     "sqlite": text(
         "SELECT status_index FROM licences WHERE status_list = :name "
         "AND status_index IN (SELECT value FROM json_each(:candidates))"
     ),
     "postgresql": text(
-        "SELECT status_index FROM licences WHERE status_list = :name AND status_index = ANY(:candidates)"
+        "SELECT c.i FROM unnest(CAST(:candidates AS integer[])) AS c(i) CROSS JOIN LATERAL "
+        "(SELECT 1 FROM licences WHERE status_list = :name AND status_index = c.i LIMIT 1) AS used"
     ),
 }
 

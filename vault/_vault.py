@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
 from hsm import KeyBackend, KeyRef, SecretPurpose, SignatureAlgorithm
@@ -106,10 +106,23 @@ _ACTIONS = {
 
 # Issuance's own look-ups, built once (constructing a statement costs more than running it).
 _LICENCES = LicenceRecord.__table__.c
-_EARLIER_FOR_KEYS = select(_LICENCES.idempotency_key, _LICENCES.identifier, _LICENCES.request_hash).where(
-    _LICENCES.issuer_code == bindparam("issuer"),
-    _LICENCES.idempotency_key.in_(bindparam("keys", expanding=True)),
-)
+# Earlier licences for idempotency keys of one issuer, by the (issuer_code, idempotency_key) index.
+# On PostgreSQL a LATERAL subquery with LIMIT probes the index once per key whatever the table's
+# statistics say; "issuer_code = :issuer AND idempotency_key IN (…)", planned with statistics
+# from when the table was small, read every licence of the issuer and filtered them (4.8 ms at
+# 4 000 licences, growing with each; 0.1 ms probed). SQLite's planner probes the index either way.
+_EARLIER_FOR_KEYS: dict[str, Any] = {
+    "sqlite": select(_LICENCES.idempotency_key, _LICENCES.identifier, _LICENCES.request_hash).where(
+        _LICENCES.issuer_code == bindparam("issuer"),
+        _LICENCES.idempotency_key.in_(bindparam("keys", expanding=True)),
+    ),
+    "postgresql": text(
+        "SELECT k.key, earlier.identifier, earlier.request_hash "
+        "FROM unnest(CAST(:keys AS text[])) AS k(key) CROSS JOIN LATERAL "
+        "(SELECT identifier, request_hash FROM licences "
+        "WHERE issuer_code = :issuer AND idempotency_key = k.key LIMIT 1) AS earlier"
+    ),
+}
 _DEPARTMENT_NAME = select(DepartmentRecord.__table__.c.name).where(
     DepartmentRecord.__table__.c.code == bindparam("code")
 )
@@ -522,12 +535,11 @@ class Vault(LicenceReader, KeyAdministration):
             if item.idempotency_key is not None:
                 wanted.setdefault(item.request.issuer, set()).add(item.idempotency_key)
         found: dict[tuple[str, str], tuple[str, str]] = {}
+        statement = _EARLIER_FOR_KEYS[self.db.dialect]
         for issuer, keys in wanted.items():
             ordered = sorted(keys)
             for start in range(0, len(ordered), 500):
-                rows = s.execute(
-                    _EARLIER_FOR_KEYS, {"issuer": issuer, "keys": ordered[start : start + 500]}
-                ).all()
+                rows = s.execute(statement, {"issuer": issuer, "keys": ordered[start : start + 500]}).all()
                 for key, identifier, rhash in rows:
                     if key is not None:
                         found[(issuer, key)] = (identifier, rhash)

@@ -268,3 +268,44 @@ def test_concurrent_retries_with_one_idempotency_key_make_one_licence(ready_vaul
     assert not errors
     assert len(set(identifiers)) == 1 and len(identifiers) == 4
     assert counts(ready_vault)[0] == 1
+
+
+def test_issuance_look_ups_probe_their_index_whatever_the_statistics(ready_vault: Vault) -> None:
+    """The idempotency and status-slot look-ups of every issuance use their unique index even
+    when the database's statistics date from an empty table (a new database filling fast, before
+    autovacuum analyses it), instead of reading every licence of the issuer or list."""
+    from vault._status_lists import _USED_AMONG
+    from vault._vault import _EARLIER_FOR_KEYS
+
+    db = ready_vault.db
+    with db.engine.begin() as conn:
+        conn.execute(text("ANALYZE licences"))  # statistics of the empty table
+    base = example(ready_vault)
+    for start in range(0, 600, 200):
+        items = [BulkItem(n, base, f"plan-{n}") for n in range(start, start + 200)]
+        ready_vault.issue_batch(items, actor="test")
+    keys = [f"plan-{n}" for n in range(590, 610)]
+    candidates = list(range(0, 4096, 16))
+    with db.engine.connect() as conn:
+        if db.dialect == "postgresql":
+            plans = {
+                "idempotency": _EARLIER_FOR_KEYS["postgresql"],
+                "status slots": _USED_AMONG["postgresql"],
+            }
+            params = {"issuer": base.issuer, "keys": keys, "name": "1", "candidates": candidates}
+            for what, statement in plans.items():
+                plan = "\n".join(conn.execute(text("EXPLAIN " + statement.text), params).scalars())
+                assert "Nested Loop" in plan and "Index" in plan, (what, plan)
+                assert "Bitmap Heap Scan" not in plan and "Seq Scan on licences" not in plan, (what, plan)
+            found = conn.execute(_EARLIER_FOR_KEYS["postgresql"], params).all()
+        else:
+            earlier = _EARLIER_FOR_KEYS["sqlite"].params(issuer=base.issuer, keys=keys)
+            compiled = str(earlier.compile(db.engine, compile_kwargs={"literal_binds": True}))
+            plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + compiled))
+            assert "USING INDEX" in plan and "SCAN licences" not in plan, plan
+            used = _USED_AMONG["sqlite"].text.replace(":name", "'1'").replace(":candidates", "'[1,2,3]'")
+            plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + used))
+            assert "USING COVERING INDEX" in plan and "SCAN licences" not in plan, plan
+            found = conn.execute(earlier).all()
+    # And the look-up answers: the ten keys issued above, with their licences.
+    assert sorted(row[0] for row in found) == [f"plan-{n}" for n in range(590, 600)]
