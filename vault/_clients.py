@@ -296,11 +296,9 @@ class ClientRegistry:
 
     def is_enabled(self, client_id: str) -> bool:
         """Whether the client exists and is not disabled; cached like authentications."""
+        if self.enabled_if_known(client_id):
+            return True
         now = self._vault.clock()
-        with self._lock:
-            seen = self._enabled.get(client_id)
-            if seen is not None and seen <= now < seen + self._ttl:
-                return True
         with self._vault.db.read() as s:
             row = s.get(ApiClientRecord, client_id) if _CLIENT_ID_RE.fullmatch(client_id) else None
             enabled = row is not None and row.disabled_at is None
@@ -312,6 +310,14 @@ class ClientRegistry:
             else:
                 self._enabled.pop(client_id, None)
         return enabled
+
+    def enabled_if_known(self, client_id: str) -> bool:
+        """True when the cache of :meth:`is_enabled` says the client is enabled; False when only a
+        database read can tell (an event loop then asks on a thread)."""
+        now = self._vault.clock()
+        with self._lock:
+            seen = self._enabled.get(client_id)
+            return seen is not None and seen <= now < seen + self._ttl
 
     def _forget(self, client_id: str) -> None:
         with self._lock:

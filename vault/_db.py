@@ -143,6 +143,7 @@ class Database:
         self._held_lock = threading.Lock()
         self._generation = 0
         self._read_executor: ThreadPoolExecutor | None = None
+        self._write_executor: ThreadPoolExecutor | None = None
         # Batched reads on the event loop, per loop and statement (batched_read()).
         self._batched: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, _Batched]] = (
             weakref.WeakKeyDictionary()
@@ -301,6 +302,17 @@ class Database:
                 )
             return self._read_executor
 
+    def write_executor(self) -> Executor:
+        """The two threads that run the event loop's issuance transactions (``Vault.issue_async``).
+
+        A group of issuances commits on one of them while the other signs the previous group's
+        presentation tokens; the callers wait on the event loop, holding no thread (created once).
+        """
+        with self._held_lock:
+            if self._write_executor is None:
+                self._write_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="yinxin-write")
+            return self._write_executor
+
     def _mark_reader(self) -> None:
         self._local.reader = True
 
@@ -326,9 +338,11 @@ class Database:
         with self._held_lock:
             held, self._held = self._held, []
             self._generation += 1  # threads holding a connection open a new one next time
-            executor, self._read_executor = self._read_executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
+            executors = [self._read_executor, self._write_executor]
+            self._read_executor = self._write_executor = None
+        for executor in executors:
+            if executor is not None:
+                executor.shutdown(wait=True)
         for connection in held:
             with suppress(Exception):
                 connection.close()

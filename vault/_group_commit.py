@@ -29,9 +29,11 @@ does.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -41,7 +43,7 @@ from vault._types import BulkOutcome
 if TYPE_CHECKING:
     from vault._vault import BulkItem
 
-__all__ = ["MAX_GROUP", "GroupCommit"]
+__all__ = ["MAX_GROUP", "AsyncGroupCommit", "GroupCommit"]
 
 log = logging.getLogger("yinxin.vault")
 
@@ -165,3 +167,113 @@ class GroupCommit:
         for t, outcome in zip(group, outcomes, strict=True):
             t.outcome = outcome
         return outcomes
+
+
+class AsyncGroupCommit:
+    """The same group commit for callers on one event loop (``Vault.issue_async``).
+
+    A caller awaits a future instead of holding a thread: the first caller to find no group in
+    flight starts a leader task, which hands each group to *executor*'s threads (the transaction
+    must not stall the loop) and takes the next group as soon as the previous one has committed,
+    until none is waiting. A committed group's *finish* step runs on another of *executor*'s
+    threads meanwhile, and its callers are answered once it is done. What each caller gets is
+    what :class:`GroupCommit` gives it.
+
+    Measured (benchmarks/README.md): the route's work on the event loop and the transaction on a
+    thread of its own cost half the CPU of a request handed to the thread pool to wait there.
+    """
+
+    def __init__(
+        self,
+        issue_batch: Callable[[Sequence[BulkItem]], list[BulkOutcome]],
+        executor: Callable[[], Executor],
+        *,
+        finish: Callable[[Sequence[BulkItem], list[BulkOutcome]], list[BulkOutcome]] | None = None,
+        max_group: int = MAX_GROUP,
+    ) -> None:
+        if max_group < 1:
+            raise ValueError("a group holds at least one request")
+        self._issue_batch = issue_batch
+        self._executor = executor
+        self._finish = finish
+        self.max_group = max_group
+        self._pending: list[tuple[BulkItem, asyncio.Future[BulkOutcome | None]]] = []
+        self._leader: asyncio.Task[None] | None = None
+        self._finishing: set[asyncio.Task[None]] = set()
+        self.groups = 0
+        self.largest = 0
+
+    async def submit(self, item: BulkItem) -> BulkOutcome | None:
+        """:meth:`GroupCommit.submit` for a coroutine."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[BulkOutcome | None] = loop.create_future()
+        self._pending.append((item, future))
+        if self._leader is None:
+            self._leader = loop.create_task(self._lead())
+        return await future
+
+    async def _lead(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                group = self._pending[: self.max_group]
+                del self._pending[: self.max_group]
+                items = [item for item, _ in group]
+                self.groups += 1
+                self.largest = max(self.largest, len(group))
+                try:
+                    outcomes = await loop.run_in_executor(self._executor(), self._issue_batch, items)
+                except DatabaseConflict:
+                    log.info(
+                        "group of %d issuances hit a database conflict: each is issued alone", len(group)
+                    )
+                    _settle(group, [None] * len(group))
+                    continue
+                except BaseException as exc:  # the transaction failed as a whole: each caller gets it
+                    for _, future in group:
+                        if not future.done():
+                            future.set_exception(exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                    continue
+                if self._finish is None:
+                    _settle(group, outcomes)
+                else:
+                    task = loop.create_task(self._finish_group(group, items, outcomes))
+                    self._finishing.add(task)
+                    task.add_done_callback(self._finishing.discard)
+        except asyncio.CancelledError:
+            # The loop is closing: nobody can be answered any more; fail whoever still waits.
+            for _, future in self._pending:
+                future.cancel()
+            self._pending.clear()
+            raise
+        finally:
+            self._leader = None
+
+    async def _finish_group(
+        self,
+        group: list[tuple[BulkItem, asyncio.Future[BulkOutcome | None]]],
+        items: list[BulkItem],
+        outcomes: list[BulkOutcome],
+    ) -> None:
+        assert self._finish is not None
+        finished: list[BulkOutcome] = outcomes
+        try:
+            loop = asyncio.get_running_loop()
+            answer = await loop.run_in_executor(self._executor(), self._finish, items, outcomes)
+            if len(answer) != len(group):
+                raise ValueError(f"{len(answer)} outcomes for a group of {len(group)}")
+            finished = answer
+        except Exception:
+            log.exception("finishing a group of %d issuances failed: answered as committed", len(group))
+        finally:
+            _settle(group, finished)
+
+
+def _settle(
+    group: list[tuple[BulkItem, asyncio.Future[BulkOutcome | None]]], outcomes: Sequence[BulkOutcome | None]
+) -> None:
+    for (_, future), outcome in zip(group, outcomes, strict=True):
+        if not future.done():  # a caller that went away (cancelled) needs no answer
+            future.set_result(outcome)

@@ -48,7 +48,7 @@ from vault._audit import AuditEntry, AuditEvent, AuditLog
 from vault._audit_checkpoints import CheckpointSigner
 from vault._batched_read import TurnCalls
 from vault._db import Database, DatabaseConflict
-from vault._group_commit import GroupCommit
+from vault._group_commit import AsyncGroupCommit, GroupCommit
 from vault._issuance import (
     HOLDER_ENCRYPTION_LABEL,
     HOLDER_INDEX_LABEL,
@@ -195,6 +195,10 @@ class Vault(LicenceReader, KeyAdministration):
         # Vault.issue: concurrent single issuances share transactions (vault._group_commit).
         self._group_commit = GroupCommit(
             functools.partial(self.issue_batch, actor=""), finish=self._with_presentations
+        )
+        # Vault.issue_async: the same, for coroutines, per event loop.
+        self._async_group_commits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncGroupCommit] = (
+            weakref.WeakKeyDictionary()
         )
 
     # ---- setup --------------------------------------------------------------
@@ -368,6 +372,46 @@ class Vault(LicenceReader, KeyAdministration):
         assert outcome.identifier is not None
         licence = outcome.licence if outcome.licence is not None else self.get(outcome.identifier)
         return IssueResult(licence, outcome.created, outcome.key, outcome.presentation)
+
+    async def issue_async(
+        self,
+        request: LicenceCreate,
+        *,
+        idempotency_key: str | None = None,
+        actor: str,
+        presentation: bool = False,
+    ) -> IssueResult:
+        """:meth:`issue` for a coroutine, without holding a thread while the licence commits.
+
+        The issuances awaited on one event loop share transactions as :meth:`issue`'s do
+        (``vault._group_commit.AsyncGroupCommit``); each transaction runs on one of the
+        database's write threads (``Database.write_executor``) and the callers wait on the loop.
+        Same arguments, answers and errors as :meth:`issue`.
+        """
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+            raise InvalidInput(f"idempotency key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
+        item = BulkItem(0, request, idempotency_key, actor=actor, presentation=presentation)
+        loop = asyncio.get_running_loop()
+        outcome = await self._async_group_commit(loop).submit(item)
+        if outcome is None:  # the group met a conflicting commit of another process
+            outcome = await loop.run_in_executor(self.db.write_executor(), self._issue_alone, item)
+        if outcome.error is not None:
+            raise outcome.extra["exception"]
+        assert outcome.identifier is not None
+        licence = outcome.licence
+        if licence is None:  # a replay: the earlier licence, read on a thread
+            licence = await loop.run_in_executor(self.db.write_executor(), self.get, outcome.identifier)
+        return IssueResult(licence, outcome.created, outcome.key, outcome.presentation)
+
+    def _async_group_commit(self, loop: asyncio.AbstractEventLoop) -> AsyncGroupCommit:
+        group_commit = self._async_group_commits.get(loop)
+        if group_commit is None:
+            group_commit = self._async_group_commits[loop] = AsyncGroupCommit(
+                functools.partial(self.issue_batch, actor=""),
+                self.db.write_executor,
+                finish=self._with_presentations,
+            )
+        return group_commit
 
     def _with_presentations(
         self, items: Sequence[BulkItem], outcomes: list[BulkOutcome]

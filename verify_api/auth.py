@@ -23,6 +23,7 @@ known, so random kids cannot turn every request into a database query).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import threading
@@ -51,6 +52,7 @@ __all__ = [
     "Principal",
     "access_token_trust",
     "authorise",
+    "authorise_async",
     "authorises",
     "client_registry",
     "require_own_department",
@@ -122,14 +124,22 @@ class AccessTokenTrust:
         with self._lock:
             # Re-read every few seconds, not only on an unknown kid: a service key declared
             # compromised (or destroyed) elsewhere must stop authenticating here too.
-            if (
-                self._store is None
-                or self._generation != self._vault.trust_generation
-                or time.monotonic() - self._refreshed_at >= self._min_refresh
-            ):
+            if self._due():
                 self._load()
             assert self._store is not None
             return self._store
+
+    def fresh_store(self) -> TrustStore | None:
+        """The store if it needs no re-read now, else None (:meth:`store` would read the database)."""
+        with self._lock:
+            return None if self._due() else self._store
+
+    def _due(self) -> bool:
+        return (
+            self._store is None
+            or self._generation != self._vault.trust_generation
+            or time.monotonic() - self._refreshed_at >= self._min_refresh
+        )
 
     def refresh_for(self, kid: str | None, *, force: bool = False) -> bool:
         """Reload if *kid* is not known yet (rate-limited unless *force*); whether it is known now."""
@@ -215,11 +225,18 @@ def _bearer_token(request: Request) -> str:
     return match.group(1)
 
 
-def _verify(request: Request, token: str) -> Principal:
+class _NeedsRead(Exception):
+    """:func:`authorise` without reads could not answer without reading the database."""
+
+
+def _verify(request: Request, token: str, *, reads: bool = True) -> Principal:
+    """The caller of *token*; with *reads* false, :class:`_NeedsRead` where a read would be needed."""
     trust = access_token_trust(request)
     now = _vault(request).clock()
     try:
-        store = trust.store()
+        store = trust.store() if reads else trust.fresh_store()
+        if store is None:
+            raise _NeedsRead
         claims = trust.verified(token, store)
         if claims is not None:
             check_access_token_times(claims, now=now)  # verified before: only time has moved
@@ -228,7 +245,11 @@ def _verify(request: Request, token: str) -> Principal:
                 claims = verify_access_token(token, store, now=now, audience=ACCESS_TOKEN_AUDIENCE)
             except InvalidAccessToken as exc:
                 # Another worker may have created the service key after this one loaded the store.
-                if exc.details.get("reason") != "unknown_key" or not trust.refresh_for(_kid_of(exc)):
+                if exc.details.get("reason") != "unknown_key":
+                    raise
+                if not reads:
+                    raise _NeedsRead from None
+                if not trust.refresh_for(_kid_of(exc)):
                     raise
                 store = trust.store()
                 claims = verify_access_token(token, store, now=now, audience=ACCESS_TOKEN_AUDIENCE)
@@ -237,7 +258,10 @@ def _verify(request: Request, token: str) -> Principal:
         log.info("refused an access token: %s", exc.details.get("reason", "invalid"))
         raise _unauthorised(str(exc)) from None
     client_id = claims["client_id"]
-    if not client_registry(request).is_enabled(client_id):
+    registry = client_registry(request)
+    if not reads and not registry.enabled_if_known(client_id):
+        raise _NeedsRead
+    if not registry.is_enabled(client_id):
         raise _unauthorised(f"client {client_id} is disabled or unknown: its tokens are no longer accepted")
     return Principal(client_id, claims["dept"], frozenset(claims["scope"].split()))
 
@@ -282,12 +306,36 @@ def authorises(scope: str) -> Callable[[Endpoint], Endpoint]:
     return mark
 
 
+async def authorise_async(request: Request, scope: str) -> Principal:
+    """:func:`authorise` for a coroutine, without blocking its event loop on a network database.
+
+    The common case, a token seen before under a trust store and a client state this process
+    read recently, runs on the loop (as it does for any token on SQLite, an in-process library);
+    what needs a blocking read (the store's re-read every few seconds, a token naming a key not
+    loaded yet, the client's state once its cache lapses) runs on one of the database's read
+    threads.
+    """
+    vault = _vault(request)
+    if vault.db.in_process:
+        return authorise(request, scope)
+    try:
+        return _authorise(request, scope, reads=False)
+    except _NeedsRead:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(vault.db.read_executor(), authorise, request, scope)
+
+
 def authorise(request: Request, scope: str) -> Principal:
     """The caller of *request* if its access token grants *scope*, else the 401 or 403 Problem.
 
-    What ``require_scope`` runs; a route marked with :func:`authorises` calls it itself.
+    What ``require_scope`` runs; a route marked with :func:`authorises` calls it itself (or
+    :func:`authorise_async`).
     """
-    principal = _verify(request, _bearer_token(request))
+    return _authorise(request, scope, reads=True)
+
+
+def _authorise(request: Request, scope: str, *, reads: bool) -> Principal:
+    principal = _verify(request, _bearer_token(request), reads=reads)
     if scope not in principal.scopes:
         raise Problem(
             403,

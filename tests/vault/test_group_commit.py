@@ -8,6 +8,7 @@ the first commits alone and the rest commit together, in one transaction.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import json
@@ -27,6 +28,7 @@ from tests._builders import example
 from tests.faults._support import check_invariants
 from vault import IssueResult, Vault
 from vault import _vault as vault_module
+from vault._db import DatabaseConflict
 from vault._group_commit import GroupCommit
 from vault._models import AuditEventRecord
 from vault._presentation import verify_presentation_token
@@ -247,3 +249,101 @@ def test_a_finish_step_that_fails_answers_every_caller_as_committed(
     assert outcome is not None and outcome.created and outcome.presentation is None
     assert "finishing a group of 1 issuances failed" in caplog.text
     assert check_invariants(ready_vault)["licences"] == 1
+
+
+# ---- the same on an event loop: Vault.issue_async ------------------------------------------------
+
+
+def test_issuances_awaited_together_share_transactions_each_with_its_own_outcome(ready_vault: Vault) -> None:
+    base = example(ready_vault)
+
+    async def everyone() -> list[IssueResult]:
+        return await asyncio.gather(
+            *(
+                ready_vault.issue_async(
+                    base, idempotency_key=f"a-{n}", actor=f"client:{n % 3}", presentation=True
+                )
+                for n in range(64)
+            )
+        )
+
+    results = asyncio.run(everyone())
+    assert all(r.created for r in results)
+    assert len({r.licence.identifier for r in results}) == 64
+    for result in results:
+        assert result.presentation is not None
+        assert verify_presentation_token(ready_vault, result.presentation).valid
+        assert ready_vault.verify(result.licence.token).valid
+    counts = check_invariants(ready_vault)  # gapless serials, one audit event per licence
+    assert counts["licences"] == 64
+    # Replays, a conflicting body and a bad key, as Vault.issue answers them.
+    body = base.model_dump(mode="json")
+    other = LicenceCreate.model_validate({**body, "holder": {**body["holder"], "name": "另一位申请人"}})
+
+    async def again() -> tuple[IssueResult, BaseException | None, BaseException | None]:
+        replay = await ready_vault.issue_async(
+            base, idempotency_key="a-7", actor="client:1", presentation=True
+        )
+        errors: list[BaseException | None] = []
+        for request, key in ((other, "a-7"), (base, "k" * 201)):
+            try:
+                await ready_vault.issue_async(request, idempotency_key=key, actor="client:1")
+                errors.append(None)
+            except YinxinError as exc:
+                errors.append(exc)
+        return replay, errors[0], errors[1]
+
+    replay, conflict, bad_key = asyncio.run(again())
+    assert (replay.created, replay.presentation) == (False, None)
+    assert replay.licence.identifier == results[7].licence.identifier
+    assert isinstance(conflict, IdempotencyConflict)
+    assert isinstance(bad_key, InvalidInput)
+    assert check_invariants(ready_vault)["licences"] == 64
+
+
+def test_an_awaited_transaction_that_fails_fails_every_caller_and_stores_none(ready_vault: Vault) -> None:
+    base = example(ready_vault)
+    backend = ready_vault.backend
+    real_sign_many = backend.sign_many
+
+    def sign_many(key: Any, messages: Any) -> Any:
+        raise BackendError("the key backend stopped answering (test)")
+
+    async def everyone() -> list[Any]:
+        calls = (ready_vault.issue_async(base, idempotency_key=f"af-{n}", actor="client:x") for n in range(8))
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    backend.sign_many = sign_many  # type: ignore[method-assign]
+    try:
+        outcomes = asyncio.run(everyone())
+    finally:
+        backend.sign_many = real_sign_many  # type: ignore[method-assign]
+    assert all(isinstance(o, BackendError) and "stopped answering" in str(o) for o in outcomes)
+    assert check_invariants(ready_vault)["licences"] == 0
+    retried = asyncio.run(everyone())
+    assert all(isinstance(r, IssueResult) and r.created for r in retried)
+    assert check_invariants(ready_vault)["licences"] == 8
+
+
+def test_an_awaited_group_that_meets_a_conflict_issues_each_alone(
+    ready_vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = example(ready_vault)
+    real = ready_vault.issue_batch
+    conflicts: list[int] = []
+
+    def once_in_conflict(items: Any, *, actor: str) -> Any:
+        if not conflicts:
+            conflicts.append(len(items))
+            raise DatabaseConflict("another process committed one of these keys first (test)")
+        return real(items, actor=actor)
+
+    monkeypatch.setattr(ready_vault, "issue_batch", once_in_conflict)
+
+    async def everyone() -> list[IssueResult]:
+        calls = (ready_vault.issue_async(base, idempotency_key=f"ac-{n}", actor="client:x") for n in range(6))
+        return await asyncio.gather(*calls)
+
+    results = asyncio.run(everyone())
+    assert conflicts and all(r.created for r in results)
+    assert check_invariants(ready_vault)["licences"] == 6

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import pytest
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.testclient import TestClient
 from httpx import Response
 from joserfc import jwt
@@ -33,7 +33,13 @@ from vault import Database, Vault
 from vault._access_tokens import ensure_service_key, service_trust_store
 from vault._clients import ClientRegistry, NewClient
 from verify_api.app import create_app
-from verify_api.auth import AccessTokenTrust, Principal, require_own_department, require_scope
+from verify_api.auth import (
+    AccessTokenTrust,
+    Principal,
+    authorise_async,
+    require_own_department,
+    require_scope,
+)
 from verify_api.routes import ROUTERS, oauth
 from verify_api.settings import Settings
 
@@ -56,6 +62,11 @@ def protected_router() -> APIRouter:
             "dept": principal.department_code,
             "scopes": sorted(principal.scopes),
         }
+
+    @router.get("/test/read-async")
+    async def read_async(request: Request) -> dict[str, Any]:
+        principal = await authorise_async(request, "licence:read")
+        return {"client_id": principal.client_id, "scopes": sorted(principal.scopes)}
 
     @router.post("/test/issue/{issuer}")
     def issue(issuer: str, principal: IssuerDep) -> dict[str, str]:
@@ -495,3 +506,48 @@ def test_what_is_remembered_goes_with_the_store_and_is_bounded(
     assert trust.verified(tokens[2], store) is None
     trust.remember(tokens[1], store, {"token": tokens[1]})
     assert trust.verified(tokens[1], fresh) is None
+
+
+def test_authorise_async_reads_the_database_on_a_thread_only(
+    api: TestClient, vault: Vault, reader: NewClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a token seen before, under a fresh store and a known client, is checked on the
+    event loop; what needs a read goes to a read thread. SQLite, in process, never needs one."""
+    handed: list[str] = []
+    real = Database.read_executor
+
+    def read_executor(self: Database) -> Any:
+        handed.append("read thread")
+        return real(self)
+
+    monkeypatch.setattr(Database, "read_executor", read_executor)
+    token = get_token(api, reader)
+    on_postgres = vault.db.dialect == "postgresql"
+    # The token endpoint has just read the service keys and this client's state: no read.
+    for _ in range(3):
+        response = api.get("/test/read-async", headers=bearer(token))
+        assert response.status_code == 200, response.text
+        assert response.json() == {
+            "client_id": reader.client_id,
+            "scopes": ["licence:read", "licence:verify"],
+        }
+    assert handed == []
+    # A store due for its re-read is re-read on a thread (on PostgreSQL), with the same answer.
+    trust = api.app.state.access_token_trust  # type: ignore[attr-defined]
+    monkeypatch.setattr(trust, "_min_refresh", 0.0)
+    assert api.get("/test/read-async", headers=bearer(token)).status_code == 200
+    assert handed == (["read thread"] if on_postgres else [])
+    monkeypatch.setattr(trust, "_min_refresh", 3600.0)
+    # Refusals need no read, except for a kid the store lacks (another worker's new key, perhaps).
+    assert_invalid_token(api.get("/test/read-async", headers=bearer("a.b.c")))
+    assert len(handed) == (1 if on_postgres else 0)
+    _, payload, signature = token.split(".")
+    stranger = b64json({"alg": "ES256", "kid": "service-es256-20261123-deadbeef", "typ": "at+jwt"})
+    assert_invalid_token(api.get("/test/read-async", headers=bearer(f"{stranger}.{payload}.{signature}")))
+    assert len(handed) == (2 if on_postgres else 0)
+    # A disabled client is refused whichever way its state is read.
+    ClientRegistry(vault).disable(reader.client_id, actor="officer")
+    api.app.state.clients._forget(reader.client_id)  # type: ignore[attr-defined]  # this process's cache
+    response = api.get("/test/read-async", headers=bearer(token))
+    assert_invalid_token(response)
+    assert "disabled" in response.json()["detail"]
