@@ -61,7 +61,32 @@ class _Ticket:
     alone: bool = False  # the group hit a conflict: issue this one by itself
 
 
-class GroupCommit:
+_Finish = Callable[[Sequence["BulkItem"], list[BulkOutcome]], list[BulkOutcome]]
+
+
+class _Groups:
+    """What both group commits keep: the batch to run, the finish step, the bound and counters."""
+
+    def __init__(
+        self,
+        issue_batch: Callable[[Sequence[BulkItem]], list[BulkOutcome]],
+        finish: _Finish | None,
+        max_group: int,
+    ) -> None:
+        if max_group < 1:
+            raise ValueError("a group holds at least one request")
+        self._issue_batch = issue_batch
+        self._finish = finish
+        self.max_group = max_group
+        self.groups = 0  # transactions run (for tests and the curious)
+        self.largest = 0  # the largest group so far
+
+    def _counted(self, size: int) -> None:
+        self.groups += 1
+        self.largest = max(self.largest, size)
+
+
+class GroupCommit(_Groups):
     """Leader/follower group commit over *issue_batch* (``Vault.issue_batch`` with per-item actors).
 
     Each caller sleeps on an event of its own and is woken once: when its outcome is settled, or
@@ -79,19 +104,13 @@ class GroupCommit:
         self,
         issue_batch: Callable[[Sequence[BulkItem]], list[BulkOutcome]],
         *,
-        finish: Callable[[Sequence[BulkItem], list[BulkOutcome]], list[BulkOutcome]] | None = None,
+        finish: _Finish | None = None,
         max_group: int = MAX_GROUP,
     ) -> None:
-        if max_group < 1:
-            raise ValueError("a group holds at least one request")
-        self._issue_batch = issue_batch
-        self._finish = finish
-        self.max_group = max_group
+        super().__init__(issue_batch, finish, max_group)
         self._lock = threading.Lock()
         self._pending: list[_Ticket] = []
         self._leading = False
-        self.groups = 0  # transactions run (for tests and the curious)
-        self.largest = 0  # the largest group so far
 
     def submit(self, item: BulkItem) -> BulkOutcome | None:
         """Issue *item* in the next group to commit; its outcome, or None when the group hit a
@@ -151,8 +170,7 @@ class GroupCommit:
     def _run(self, group: list[_Ticket]) -> list[BulkOutcome] | None:
         """Issue *group* in one transaction; its outcomes, or None with every ticket's error or
         conflict set. Never raises."""
-        self.groups += 1
-        self.largest = max(self.largest, len(group))
+        self._counted(len(group))
         try:
             outcomes = self._issue_batch([t.item for t in group])
         except DatabaseConflict:
@@ -169,7 +187,7 @@ class GroupCommit:
         return outcomes
 
 
-class AsyncGroupCommit:
+class AsyncGroupCommit(_Groups):
     """The same group commit for callers on one event loop (``Vault.issue_async``).
 
     A caller awaits a future instead of holding a thread: the first caller to find no group in
@@ -188,20 +206,14 @@ class AsyncGroupCommit:
         issue_batch: Callable[[Sequence[BulkItem]], list[BulkOutcome]],
         executor: Callable[[], Executor],
         *,
-        finish: Callable[[Sequence[BulkItem], list[BulkOutcome]], list[BulkOutcome]] | None = None,
+        finish: _Finish | None = None,
         max_group: int = MAX_GROUP,
     ) -> None:
-        if max_group < 1:
-            raise ValueError("a group holds at least one request")
-        self._issue_batch = issue_batch
+        super().__init__(issue_batch, finish, max_group)
         self._executor = executor
-        self._finish = finish
-        self.max_group = max_group
         self._pending: list[tuple[BulkItem, asyncio.Future[BulkOutcome | None]]] = []
         self._leader: asyncio.Task[None] | None = None
         self._finishing: set[asyncio.Task[None]] = set()
-        self.groups = 0
-        self.largest = 0
 
     async def submit(self, item: BulkItem) -> BulkOutcome | None:
         """:meth:`GroupCommit.submit` for a coroutine."""
@@ -219,8 +231,7 @@ class AsyncGroupCommit:
                 group = self._pending[: self.max_group]
                 del self._pending[: self.max_group]
                 items = [item for item, _ in group]
-                self.groups += 1
-                self.largest = max(self.largest, len(group))
+                self._counted(len(group))
                 try:
                     outcomes = await loop.run_in_executor(self._executor(), self._issue_batch, items)
                 except DatabaseConflict:

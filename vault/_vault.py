@@ -361,9 +361,7 @@ class Vault(LicenceReader, KeyAdministration):
         other licences of its group once they are stored; None when there is none to sign (a
         replay, a licence already expired) or the backend refused.
         """
-        if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
-            raise InvalidInput(f"idempotency key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
-        item = BulkItem(0, request, idempotency_key, actor=actor, presentation=presentation)
+        item = _single_item(request, idempotency_key, actor, presentation)
         outcome = self._group_commit.submit(item)
         if outcome is None:  # the group met a conflicting commit of another process
             outcome = self._issue_alone(item)
@@ -388,9 +386,7 @@ class Vault(LicenceReader, KeyAdministration):
         database's write threads (``Database.write_executor``) and the callers wait on the loop.
         Same arguments, answers and errors as :meth:`issue`.
         """
-        if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
-            raise InvalidInput(f"idempotency key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
-        item = BulkItem(0, request, idempotency_key, actor=actor, presentation=presentation)
+        item = _single_item(request, idempotency_key, actor, presentation)
         loop = asyncio.get_running_loop()
         outcome = await self._async_group_commit(loop).submit(item)
         if outcome is None:  # the group met a conflicting commit of another process
@@ -800,6 +796,15 @@ def _transition_message(identifier: str, current: str, action: str) -> str:
     if current == LicenceStatus.REVOKED:
         return f"licence {identifier} is revoked; revocation is final and it cannot be {action}d"
     return f"cannot {action} licence {identifier}: it is {current}"
+
+
+def _single_item(
+    request: LicenceCreate, idempotency_key: str | None, actor: str, presentation: bool
+) -> BulkItem:
+    """The group commit's item for one issuance (``Vault.issue``, ``Vault.issue_async``)."""
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+        raise InvalidInput(f"idempotency key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
+    return BulkItem(0, request, idempotency_key, actor=actor, presentation=presentation)
 
 
 def _failure(line: int, exc: YinxinError) -> BulkOutcome:
