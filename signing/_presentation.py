@@ -114,7 +114,7 @@ def sign_presentations(
 
     All or nothing: the first bad item raises before anything is signed; each key's signatures
     are asked for in one ``KeyBackend.sign_many`` call (the group of licences an issuance
-    transaction just stored, ``vault._presentation.with_presentations``).
+    transaction just stored, ``Vault._with_presentations``).
     """
     payloads = [(key, _payload(identifier, iat, exp)) for key, identifier, iat, exp in batch]
     return sign_compact_many(backend, payloads, **_PRESENTATION_FORM)
