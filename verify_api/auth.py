@@ -121,13 +121,13 @@ class AccessTokenTrust:
             verified[token] = claims
 
     def store(self) -> TrustStore:
+        # Re-read every few seconds, not only on an unknown kid: a service key declared
+        # compromised (or destroyed) elsewhere must stop authenticating here too.
         with self._lock:
-            # Re-read every few seconds, not only on an unknown kid: a service key declared
-            # compromised (or destroyed) elsewhere must stop authenticating here too.
-            if self._due():
-                self._load()
-            assert self._store is not None
-            return self._store
+            if not self._due():
+                assert self._store is not None
+                return self._store
+        return self._reload()
 
     def fresh_store(self) -> TrustStore | None:
         """The store if it needs no re-read now, else None (:meth:`store` would read the database)."""
@@ -149,15 +149,25 @@ class AccessTokenTrust:
             # An empty store means no service key yet: the first token, made by another worker,
             # must be accepted at once. Otherwise unknown kids reload at most every few seconds.
             due = time.monotonic() - self._refreshed_at >= self._min_refresh
-            if force or due or self._store is None or len(self._store) == 0:
-                self._load()
-            return self._store is not None and kid is not None and kid in self._store
+            if not (force or due or self._store is None or len(self._store) == 0):
+                return False
+        store = self._reload()
+        return kid is not None and kid in store
 
-    def _load(self) -> None:
-        self._generation = self._vault.trust_generation
-        self._store = service_trust_store(self._vault)
-        self._refreshed_at = time.monotonic()
-        self._verified = {}
+    def _reload(self) -> TrustStore:
+        """Read the service keys and make them the store. The read happens outside the lock, so
+        an event loop asking :meth:`fresh_store` or :meth:`verified` never waits for the database;
+        of two reads that overlap, the one that started later is kept."""
+        started = time.monotonic()
+        generation = self._vault.trust_generation
+        store = service_trust_store(self._vault)
+        with self._lock:
+            if self._store is None or started >= self._refreshed_at:
+                self._generation = generation
+                self._store = store
+                self._refreshed_at = started
+                self._verified = {}
+            return self._store
 
 
 def _vault(request: Request) -> Vault:

@@ -10,6 +10,8 @@ import base64
 import hashlib
 import hmac
 import json
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -551,3 +553,36 @@ def test_authorise_async_reads_the_database_on_a_thread_only(
     response = api.get("/test/read-async", headers=bearer(token))
     assert_invalid_token(response)
     assert "disabled" in response.json()["detail"]
+
+
+def test_a_store_being_re_read_keeps_no_one_waiting_for_the_database(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event loop asks fresh_store() and verified() while a read thread re-reads the store:
+    those answers must not wait for that thread's database read."""
+    ensure_service_key(vault)
+    trust = AccessTokenTrust(vault, min_refresh_seconds=3600)
+    first = trust.store()
+    reading, release = threading.Event(), threading.Event()
+    real = verify_api.auth.service_trust_store
+
+    def slow_read(v: Vault) -> Any:
+        reading.set()
+        assert release.wait(10)
+        return real(v)
+
+    monkeypatch.setattr(verify_api.auth, "service_trust_store", slow_read)
+    reader = threading.Thread(
+        target=trust.refresh_for, args=("service-es256-unknown",), kwargs={"force": True}
+    )
+    reader.start()
+    try:
+        assert reading.wait(10)
+        started = time.monotonic()
+        assert trust.fresh_store() is first  # the store in place, at once
+        assert trust.verified("a.b.c", first) is None
+        assert time.monotonic() - started < 0.5
+    finally:
+        release.set()
+        reader.join(10)
+    assert trust.fresh_store() is not first  # the re-read is in place once done
