@@ -162,14 +162,20 @@ def app_under_test(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_App]:
     app.close()
 
 
+def _against_healthz(benchmark: Any, app: _App, role: str, ours: str, per_client: int, rounds: int) -> None:
+    """Rounds of *ours* (role "ours") or of GET /healthz (role "baseline"), the same size for both:
+    make bench's summary compares the two roles' best round times."""
+    benchmark.extra_info["role"] = role
+    benchmark.extra_info["requests_per_round"] = CLIENTS * per_client
+    kind = ours if role == "ours" else "healthz"
+    app.round(kind, per_client)  # warm: connections, prepared statements, trust store, access token
+    benchmark.pedantic(app.round, args=(kind, per_client), rounds=rounds, iterations=1, warmup_rounds=1)
+
+
 @pytest.mark.parametrize("role", ["baseline", "ours"])
 def test_app_verify_vs_healthz(benchmark: Any, app_under_test: _App, role: str) -> None:
     benchmark.group = "app-verify-vs-healthz"
-    benchmark.extra_info["role"] = role
-    benchmark.extra_info["requests_per_round"] = CLIENTS * PER_CLIENT
-    kind = "verify" if role == "ours" else "healthz"
-    app_under_test.round(kind)  # warm: connections, prepared statements, trust store
-    benchmark.pedantic(app_under_test.round, args=(kind,), rounds=15, iterations=1, warmup_rounds=1)
+    _against_healthz(benchmark, app_under_test, role, "verify", PER_CLIENT, rounds=15)
 
 
 ISSUES_PER_CLIENT = 4  # a round of 256 durable issuances (about half a second)
@@ -178,11 +184,4 @@ ISSUES_PER_CLIENT = 4  # a round of 256 durable issuances (about half a second)
 @pytest.mark.parametrize("role", ["baseline", "ours"])
 def test_app_issue_vs_healthz(benchmark: Any, app_under_test: _App, role: str) -> None:
     benchmark.group = "app-issue-vs-healthz"
-    benchmark.extra_info["role"] = role
-    # Rounds of the same size for both roles: make bench's summary compares round times.
-    benchmark.extra_info["requests_per_round"] = CLIENTS * ISSUES_PER_CLIENT
-    kind = "issue" if role == "ours" else "healthz"
-    app_under_test.round(kind, ISSUES_PER_CLIENT)  # warm: the access token, the group commit's path
-    benchmark.pedantic(
-        app_under_test.round, args=(kind, ISSUES_PER_CLIENT), rounds=10, iterations=1, warmup_rounds=1
-    )
+    _against_healthz(benchmark, app_under_test, role, "issue", ISSUES_PER_CLIENT, rounds=10)
