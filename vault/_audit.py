@@ -135,11 +135,22 @@ class AuditLog:
         return self.append_many(session, [entry], at=at)[0]
 
     def append_many(
-        self, session: Session, entries: Sequence[AuditEntry], *, at: datetime
+        self,
+        session: Session,
+        entries: Sequence[AuditEntry],
+        *,
+        at: datetime,
+        locked_head: tuple[int, str] | None = None,
     ) -> list[AuditEvent]:
+        """Append *entries* after the chain head, which this locks unless the caller did.
+
+        *locked_head* is what :meth:`lock_head` returned earlier in this transaction, with
+        nothing appended since (it saves issuance a round trip while it holds the lock). A
+        stale one cannot fork the chain: its sequence numbers are taken, so the insert fails.
+        """
         if not entries:
             return []
-        seq, prev = lock_head(session)
+        seq, prev = locked_head if locked_head is not None else lock_head(session)
         first_seq = seq
         stamp = timestamp_text(at)
         events: list[AuditEvent] = []

@@ -32,7 +32,7 @@ from datetime import datetime
 from typing import Any, Final
 
 import orjson
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -165,11 +165,14 @@ def _number(name: str) -> int:
     return int(name) if name.isdigit() else 0
 
 
-# Every issuance runs these: built once (constructing a statement costs more than running it).
-_LIST_NAMES = select(StatusListRecord.__table__.c.name)
-_LOCK_LIST = (
-    select(StatusListRecord.__table__.c.size)
-    .where(StatusListRecord.__table__.c.name == bindparam("list_name"))
+# Every issuance runs this: built once (constructing a statement costs more than running it).
+# The newest list is the one with the greatest number; names are decimal without leading zeros
+# (check_list_name), so a longer name is a greater number and names of one length sort as numbers.
+_NAME = StatusListRecord.__table__.c.name
+_LOCK_NEWEST = (
+    select(_NAME, StatusListRecord.__table__.c.size)
+    .order_by(func.length(_NAME).desc(), _NAME.desc())
+    .limit(1)
     .with_for_update()
 )
 
@@ -177,25 +180,25 @@ _LOCK_LIST = (
 def _lock_current_list(session: Session, now: datetime, list_size: int) -> tuple[str, int]:
     """Lock the newest list (creating list "1" on first use); returns its name and size.
 
-    Re-reads after locking: a transaction that waited for the lock may find that the
-    holder opened a newer list meanwhile, and then locks that one instead.
+    One statement, as it is part of every issuance and runs with the serial counter held. A
+    transaction that waited for the lock while the holder opened a newer list gets the list it
+    waited for (now past its fill limit): its draws find too little room, and it opens (finds) and locks
+    the next one, as when it fills a list itself.
     """
-    for _ in range(10):
-        names = session.execute(_LIST_NAMES).scalars().all()
-        if not names:
-            _insert_list(session, "1", list_size, now)
-            continue
-        newest = max(names, key=_number)
-        size = session.execute(_LOCK_LIST, {"list_name": newest}).scalar_one()
-        again = session.execute(_LIST_NAMES).scalars().all()
-        if max(again, key=_number) == newest:
-            return newest, int(size)
-    raise DatabaseConflict("status lists were opened faster than this transaction could lock one; retry")
+    for _ in range(2):
+        row = session.execute(_LOCK_NEWEST).first()
+        if row is not None:
+            return str(row.name), int(row.size)
+        _insert_list(session, "1", list_size, now)
+    raise DatabaseConflict("no status list could be opened or locked; retry")
 
 
 def _open_next_list(session: Session, full: str, now: datetime, list_size: int) -> tuple[str, int]:
     _insert_list(session, str(_number(full) + 1), list_size, now)
-    return _lock_current_list(session, now, list_size)
+    name, size = _lock_current_list(session, now, list_size)
+    if name == full:  # cannot happen: the insert above made a newer list, or found one
+        raise DatabaseConflict(f"status list {full} is full and no newer list could be locked; retry")
+    return name, size
 
 
 def _insert_list(session: Session, name: str, size: int, now: datetime) -> None:

@@ -501,12 +501,13 @@ class Vault(LicenceReader, KeyAdministration):
                 status_uri=functools.partial(status_list_uri, self.public_url),
             )
             rows, audit = sign(prepared)
+            head: tuple[int, str] | None = None
             if prepared:
                 # A key rotation may have committed since the keys were read: read them again
                 # under the audit head lock, which rotations take first (so the keys stay active
                 # until this commits, and no rotation holds a key row counted below); in the
                 # rare case one changed, sign again.
-                self.audit.lock_head(s)
+                head = self.audit.lock_head(s)
                 current = self._with_current_keys(s, prepared, now)
                 if any(a.key.kid != b.key.kid for a, b in zip(current, prepared, strict=True)):
                     prepared = current
@@ -514,7 +515,7 @@ class Vault(LicenceReader, KeyAdministration):
             store_rows(s, rows)
             if prepared:
                 self._count_signatures(s, prepared, now)
-            self.audit.append_many(s, audit, at=now)
+            self.audit.append_many(s, audit, at=now, locked_head=head)
         for index, item in enumerate(items):
             if index in prepared_index:
                 position = prepared_index[index]

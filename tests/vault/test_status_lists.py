@@ -93,6 +93,15 @@ def test_a_batch_larger_than_a_list_spans_new_lists(ready_vault: Vault) -> None:
     assert Counter(i.status_list for i in issued) == {"1": 48, "2": 48, "3": 24}
 
 
+def test_the_newest_list_is_the_greatest_number_not_the_last_name_in_text_order(ready_vault: Vault) -> None:
+    now = ready_vault.clock()
+    with ready_vault.db.write() as s:
+        for number in range(1, 12):  # "11" and "10" come before "2" and "9" as text
+            s.add(StatusListRecord(name=str(number), size=64, created_at=now))
+    with ready_vault.db.write() as s:
+        assert {name for name, _ in allocate_status_slots(s, 3, now=now)} == {"11"}
+
+
 def test_concurrent_batches_get_distinct_slots(ready_vault: Vault) -> None:
     results: list[list[Issued]] = []
     errors: list[BaseException] = []
