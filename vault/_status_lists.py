@@ -182,8 +182,8 @@ def _lock_current_list(session: Session, now: datetime, list_size: int) -> tuple
 
     One statement, as it is part of every issuance and runs with the serial counter held. A
     transaction that waited for the lock while the holder opened a newer list gets the list it
-    waited for (now past its fill limit): its draws find too little room, and it opens (finds) and locks
-    the next one, as when it fills a list itself.
+    waited for (now past its fill limit): its draws find too little room, and it opens (finds)
+    and locks the next one, as when it fills a list itself.
     """
     for _ in range(2):
         row = session.execute(_LOCK_NEWEST).first()
